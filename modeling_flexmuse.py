@@ -1,0 +1,567 @@
+"""FlexMUSE: multi-modal creative writing with msaGate, cross-modality fusion and a T5 writer.
+
+Paper §3. For each (topic T, image V_i) pair a CLIP encoder gives Z^T, Z^V (§3.1); the msaGate
+(Eq. 1) may mask the topic; the cross-modality fusion (Eq. 2-4) enriches the visual features with
+the (gated) topic; both are projected into the memory a T5 decoder cross-attends to while it writes
+paragraph i. All paragraphs of an article are decoded as one batch, and the topic is encoded once.
+"""
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModel, GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
+from transformers.models.t5.modeling_t5 import T5Stack
+
+try:
+    from .configuration_flexmuse import FlexMuseConfig
+except ImportError:  # imported as a top-level module from a checkout
+    from configuration_flexmuse import FlexMuseConfig
+
+
+@dataclass
+class MsaGateOutput:
+    """Result of the msaGate for a batch of (T, V) pairs."""
+
+    similarity: torch.Tensor  # (B,) sigma of Eq. 1
+    keep: torch.Tensor  # (B,) bool, True where the topic reaches the decoder (M = 1)
+
+
+@dataclass
+class FlexMuseMemoryOutput(BaseModelOutput):
+    """
+    The decoder memory built from the topic and the images.
+
+    Args:
+        last_hidden_state (`torch.FloatTensor` of shape `(num_images, memory_length, d_model)`):
+            Fused visual tokens followed by the gated topic tokens.
+        attention_mask (`torch.LongTensor` of shape `(num_images, memory_length)`):
+            1 where the decoder may attend; a topic masked by the msaGate is 0 here.
+        gate_similarity (`torch.FloatTensor` of shape `(num_images,)`): sigma of Eq. 1.
+        gate_keep (`torch.BoolTensor` of shape `(num_images,)`): the msaGate decision (M = 1).
+    """
+
+    attention_mask: Optional[torch.LongTensor] = None
+    gate_similarity: Optional[torch.FloatTensor] = None
+    gate_keep: Optional[torch.BoolTensor] = None
+
+
+@dataclass
+class FlexMuseSeq2SeqLMOutput(Seq2SeqLMOutput):
+    """`Seq2SeqLMOutput` plus the memory mask and the msaGate decisions of this forward."""
+
+    encoder_attention_mask: Optional[torch.LongTensor] = None
+    gate_similarity: Optional[torch.FloatTensor] = None
+    gate_keep: Optional[torch.BoolTensor] = None
+
+
+class MsaGate(nn.Module):
+    r"""
+    Modality semantic alignment gate, paper Eq. 1.
+
+    sigma = |Z^T . Z^V| / (||Z^T|| ||Z^V||); the topic is masked (M = 0) when sigma >= u with one
+    u ~ U(low, high) per pair. Modes: `sample`, `open` (never mask), `closed` (always mask).
+    """
+
+    def __init__(self, low: float = 0.0, high: float = 1.0, eps: float = 1e-8):
+        super().__init__()
+        self.low, self.high, self.eps = low, high, eps
+
+    def similarity(self, text_embeds: torch.Tensor, image_embeds: torch.Tensor) -> torch.Tensor:
+        # float32: half-precision dot products of 512-d CLIP features lose the third decimal
+        text_embeds, image_embeds = text_embeds.float(), image_embeds.float()
+        dot = (text_embeds * image_embeds).sum(-1).abs()  # (B,)
+        # eps keeps a zero vector at sigma = 0 instead of NaN
+        return dot / (text_embeds.norm(dim=-1) * image_embeds.norm(dim=-1)).clamp_min(self.eps)
+
+    def forward(
+        self,
+        text_embeds: torch.Tensor,  # (B, D)
+        image_embeds: torch.Tensor,  # (B, D)
+        mode: str = "sample",
+        generator: Optional[torch.Generator] = None,
+        keep: Optional[torch.Tensor] = None,
+    ) -> MsaGateOutput:
+        sigma = self.similarity(text_embeds, image_embeds)
+        batch = sigma.shape[0]
+        if keep is not None:
+            # a decision made earlier (e.g. the policy's, replayed in a DPO reference forward)
+            keep = torch.as_tensor(keep, device=sigma.device).bool().reshape(-1)
+            if keep.shape[0] != batch:
+                raise ValueError(f"gate_keep has {keep.shape[0]} entries for {batch} (topic, image) pairs")
+        elif mode == "open":
+            keep = torch.ones(batch, dtype=torch.bool, device=sigma.device)
+        elif mode == "closed":
+            keep = torch.zeros(batch, dtype=torch.bool, device=sigma.device)
+        elif mode == "sample":
+            device = generator.device if generator is not None else sigma.device
+            u = torch.rand(batch, generator=generator, device=device).to(sigma.device)
+            keep = sigma < self.low + (self.high - self.low) * u
+        else:
+            raise ValueError(f"gate_mode must be 'sample', 'open' or 'closed', got {mode!r}")
+        return MsaGateOutput(similarity=sigma, keep=keep)
+
+
+class CrossModalityFusion(nn.Module):
+    r"""
+    Cross-modality fusion, paper Eq. 2-4, over visual queries and (gated) topic keys/values.
+
+    Q = W^Q ⊙ Z^V, K = W^K ⊙ Z̃^T, V = W^V ⊙ Z̃^T (Eq. 2, element-wise trainable vectors),
+    Z^A = softmax(QK^T / sqrt(d_K)) V, lambda_t = sigmoid((W^λ · Z^A_t) Z^V_t) (Eq. 3),
+    Z^F_t = (1 - lambda_t) ⊙ Z^A_t + lambda_t ⊙ Z^V_t (Eq. 4). With one token per side this is the
+    paper's pooled formulation exactly; with token sequences the attention has something to choose.
+    """
+
+    def __init__(self, dim: int, num_heads: int = 1):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"fusion_heads={num_heads} must divide the feature dimension {dim}")
+        self.num_heads = num_heads
+        self.w_q = nn.Parameter(torch.ones(dim))
+        self.w_k = nn.Parameter(torch.ones(dim))
+        self.w_v = nn.Parameter(torch.ones(dim))
+        self.w_lambda = nn.Parameter(torch.zeros(dim))
+
+    def forward(
+        self,
+        image_tokens: torch.Tensor,  # (B, P, D)  Z^V
+        text_tokens: torch.Tensor,  # (B, L, D)  Z̃^T, zero where the gate masked the topic
+        text_mask: Optional[torch.Tensor] = None,  # (B, L) bool, False on padding
+    ) -> torch.Tensor:
+        batch, num_queries, dim = image_tokens.shape
+        heads, head_dim = self.num_heads, dim // self.num_heads
+        q = (self.w_q * image_tokens).view(batch, num_queries, heads, head_dim).transpose(1, 2)  # (B, h, P, d)
+        k = (self.w_k * text_tokens).view(batch, -1, heads, head_dim).transpose(1, 2)  # (B, h, L, d)
+        v = (self.w_v * text_tokens).view(batch, -1, heads, head_dim).transpose(1, 2)  # (B, h, L, d)
+        attn_mask = None if text_mask is None else text_mask[:, None, None, :].bool()  # (B, 1, 1, L)
+        z_a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # Eq. 2, scale 1/sqrt(d)
+        z_a = z_a.transpose(1, 2).reshape(batch, num_queries, dim)  # (B, P, D)
+        corr = (z_a * self.w_lambda).sum(-1, keepdim=True)  # (B, P, 1)  W^λ · (Z^A)^T
+        lam = torch.sigmoid(corr * image_tokens)  # (B, P, D)  Eq. 3
+        return (1 - lam) * z_a + lam * image_tokens  # Eq. 4
+
+
+class FlexMuseMemory(nn.Module):
+    """Projects fused visual tokens and gated topic tokens (dim D) into the T5 decoder's memory."""
+
+    def __init__(self, dim: int, d_model: int):
+        super().__init__()
+        self.visual_proj = nn.Linear(dim, d_model)
+        self.text_proj = nn.Linear(dim, d_model)
+        self.type_embeddings = nn.Embedding(2, d_model)  # 0: visual, 1: topic
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(
+        self,
+        visual_tokens: torch.Tensor,  # (B, P, D)
+        text_tokens: torch.Tensor,  # (B, L, D)
+        text_mask: torch.Tensor,  # (B, L) bool, already AND-ed with the gate decision
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        visual = self.visual_proj(visual_tokens) + self.type_embeddings.weight[0]  # (B, P, d_model)
+        text = self.text_proj(text_tokens) + self.type_embeddings.weight[1]  # (B, L, d_model)
+        memory = self.norm(torch.cat([visual, text], dim=1))  # (B, P + L, d_model)
+        visual_mask = torch.ones(visual.shape[:2], dtype=torch.long, device=memory.device)
+        mask = torch.cat([visual_mask, text_mask.long()], dim=1)  # (B, P + L)
+        return memory, mask
+
+
+class CLIPFeatureEncoder(nn.Module):
+    """Multi-modal encoder from transformers (`CLIPModel` or `ChineseCLIPModel`), paper §3.1.
+
+    Pooled embeddings live in CLIP's projection space; token states are projected there with the
+    same projection so that Eq. 1-4 compare like with like.
+    """
+
+    def __init__(self, config: FlexMuseConfig):
+        super().__init__()
+        self.clip = AutoModel.from_config(config.encoder)
+        text_config = config.encoder.text_config
+        self.special_token_ids = {
+            getattr(text_config, name, None) for name in ("pad_token_id", "bos_token_id", "eos_token_id")
+        } - {None}
+        self.image_size = config.encoder.vision_config.image_size
+
+    def text_features(self, input_ids, attention_mask):
+        out = self.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
+        return out.pooler_output, self.clip.text_projection(out.last_hidden_state)  # (A, D), (A, L, D)
+
+    def image_features(self, pixel_values):
+        out = self.clip.get_image_features(pixel_values=pixel_values)
+        tokens = self.clip.visual_projection(self.clip.vision_model.post_layernorm(out.last_hidden_state))
+        return out.pooler_output, tokens  # (N, D), (N, 1 + patches, D)
+
+
+class OpenCLIPFeatureEncoder(nn.Module):
+    """Multi-modal encoder from open_clip (its plain `CLIP` architectures), built from the config."""
+
+    def __init__(self, config: FlexMuseConfig):
+        super().__init__()
+        try:
+            import open_clip
+        except ImportError as err:
+            raise ImportError("encoder_backend='open_clip' needs `pip install open_clip_torch`") from err
+        cfg = copy.deepcopy(config.open_clip_config)
+        if cfg.get("custom_text") or "hf_model_name" in cfg.get("text_cfg", {}):
+            raise ValueError("open_clip models with a custom (Hugging Face) text tower are not supported")
+        cfg.pop("custom_text", None)
+        self.model = open_clip.model.CLIP(**cfg)
+        self.model.visual.output_tokens = True
+        self._text_global_pool = open_clip.transformer.text_global_pool
+        self.special_token_ids = {0}  # open_clip's tokenizer pads with 0 and has no other "empty" token
+        image_size = self.model.visual.image_size
+        self.image_size = image_size[0] if isinstance(image_size, (tuple, list)) else image_size
+
+    def text_features(self, input_ids, attention_mask):
+        model, length = self.model, input_ids.shape[1]
+        cast_dtype = model.transformer.get_cast_dtype()
+        x = model.token_embedding(input_ids).to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
+        x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
+        x = model.ln_final(x)  # (A, L, width)
+        pooled = self._text_global_pool(x, input_ids, model.text_pool_type, eos_token_id=model.text_eos_id)
+        return self._project(pooled, model.text_projection), self._project(x, model.text_projection)
+
+    def image_features(self, pixel_values):
+        pooled, tokens = self.model.visual(pixel_values)  # pooled is projected, tokens are not
+        return pooled, self._project(tokens, self.model.visual.proj)
+
+    @staticmethod
+    def _project(x, projection):
+        if projection is None:
+            return x
+        return projection(x) if isinstance(projection, nn.Module) else x @ projection
+
+
+class FlexMusePreTrainedModel(PreTrainedModel):
+    config_class = FlexMuseConfig
+    config: FlexMuseConfig
+    base_model_prefix = "flexmuse"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _no_split_modules = ["T5Block", "CLIPEncoderLayer", "ChineseCLIPVisionLayer", "ChineseCLIPTextLayer"]
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, CrossModalityFusion):
+            # identity-like element-wise weights: fusion starts as plain attention over the topic
+            for weight in (module.w_q, module.w_k, module.w_v):
+                init.ones_(weight)
+            init.normal_(module.w_lambda, mean=0.0, std=self.config.initializer_range)
+
+
+class FlexMuseForConditionalGeneration(FlexMusePreTrainedModel, GenerationMixin):
+    r"""
+    FlexMUSE (paper Fig. 2): CLIP encoder → msaGate (Eq. 1) → cross-modality fusion (Eq. 2-4) →
+    memory → T5 decoder writing one paragraph per (topic, image) pair.
+
+    Inputs are a batch of topics `input_ids` (A, L) (CLIP tokenizer) and of images `pixel_values`
+    (N, 3, H, W); `topic_index` (N,) says which topic each image belongs to, so that a topic is
+    encoded once however many images it has. Without `topic_index`, A must equal N, or A = 1 (one
+    article: the topic serves every image).
+    """
+
+    _tied_weights_keys = {"lm_head.weight": "decoder.embed_tokens.weight"}
+
+    def __init__(self, config: FlexMuseConfig):
+        super().__init__(config)
+        if config.encoder_backend == "open_clip":
+            self.mme = OpenCLIPFeatureEncoder(config)
+        else:
+            self.mme = CLIPFeatureEncoder(config)
+        self.gate = MsaGate(config.gate_low, config.gate_high)
+        self.fusion = CrossModalityFusion(config.projection_dim, config.fusion_heads) if config.use_fusion else None
+        self.memory = FlexMuseMemory(config.projection_dim, config.decoder.d_model)
+
+        decoder_config = copy.deepcopy(config.decoder)
+        decoder_config.is_decoder = True
+        decoder_config.num_layers = decoder_config.num_decoder_layers
+        self.decoder = T5Stack(decoder_config)
+        self.lm_head = nn.Linear(config.decoder.d_model, config.decoder.vocab_size, bias=False)
+        self.post_init()
+        if config.freeze_encoder:
+            self.mme.requires_grad_(False)
+
+    def get_input_embeddings(self):
+        return self.decoder.embed_tokens
+
+    def set_input_embeddings(self, value):
+        self.decoder.set_input_embeddings(value)
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, value):
+        self.lm_head = value
+
+    def get_encoder(self):
+        return self.mme
+
+    def get_decoder(self):
+        return self.decoder
+
+    # ------------------------------------------------------------------ encoding
+    def _encoder_grad(self) -> bool:
+        return torch.is_grad_enabled() and any(p.requires_grad for p in self.mme.parameters())
+
+    def encode_topics(self, input_ids: torch.LongTensor, attention_mask: Optional[torch.Tensor] = None):
+        """CLIP text tower, once per topic. Returns pooled Z^T (A, D), tokens (A, L, D), mask (A, L)."""
+        if input_ids is None or input_ids.ndim != 2 or input_ids.shape[1] == 0:
+            raise ValueError("input_ids must be a (num_topics, length) tensor of topic token ids")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        content = attention_mask.bool() & ~torch.isin(
+            input_ids, torch.tensor(sorted(self.mme.special_token_ids), device=input_ids.device)
+        )
+        empty = (~content.any(dim=1)).nonzero().flatten().tolist()
+        if empty:
+            raise ValueError(f"empty topic: topic rows {empty} hold no token besides special/padding tokens")
+        with torch.set_grad_enabled(self._encoder_grad()):
+            pooled, tokens = self.mme.text_features(input_ids, attention_mask)
+        return pooled, tokens, attention_mask.bool()
+
+    def encode_images(self, pixel_values: torch.FloatTensor):
+        """CLIP vision tower. Returns pooled Z^V (N, D) and projected patch tokens (N, P, D)."""
+        size = self.mme.image_size
+        if pixel_values is None or pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != (3, size, size):
+            shape = None if pixel_values is None else tuple(pixel_values.shape)
+            raise ValueError(f"pixel_values must have shape (num_images, 3, {size}, {size}), got {shape}")
+        pixel_values = pixel_values.to(self.dtype)
+        with torch.set_grad_enabled(self._encoder_grad()):
+            return self.mme.image_features(pixel_values)
+
+    @staticmethod
+    def _resolve_topic_index(num_topics: int, num_images: int, topic_index, device) -> torch.LongTensor:
+        if topic_index is None:
+            if num_topics == num_images:
+                return torch.arange(num_images, device=device)
+            if num_topics == 1:
+                return torch.zeros(num_images, dtype=torch.long, device=device)
+            raise ValueError(
+                f"got {num_topics} topics and {num_images} images: give one topic per image, one topic for all, "
+                "or topic_index"
+            )
+        topic_index = torch.as_tensor(topic_index, device=device).long().reshape(-1)
+        if topic_index.shape[0] != num_images:
+            raise ValueError(f"topic_index has {topic_index.shape[0]} entries for {num_images} images")
+        if topic_index.numel() and (topic_index.min() < 0 or topic_index.max() >= num_topics):
+            raise ValueError(f"topic_index must lie in [0, {num_topics}), got {topic_index.tolist()}")
+        return topic_index
+
+    def get_memory(
+        self,
+        input_ids: torch.LongTensor,
+        pixel_values: torch.FloatTensor,
+        attention_mask: Optional[torch.Tensor] = None,
+        topic_index: Optional[torch.LongTensor] = None,
+        gate_mode: Optional[str] = None,
+        gate_keep: Optional[torch.Tensor] = None,
+        generator: Optional[torch.Generator] = None,
+    ) -> FlexMuseMemoryOutput:
+        """Encode topics and images and build the decoder memory (one row per image)."""
+        topic_pooled, topic_tokens, topic_mask = self.encode_topics(input_ids, attention_mask)
+        image_pooled, image_tokens = self.encode_images(pixel_values)
+        index = self._resolve_topic_index(input_ids.shape[0], pixel_values.shape[0], topic_index, input_ids.device)
+        z_t, t_tokens, t_mask = topic_pooled[index], topic_tokens[index], topic_mask[index]  # per image
+
+        if self.config.use_gate:
+            gate = self.gate(z_t, image_pooled, mode=gate_mode or self.config.gate_mode, generator=generator,
+                             keep=gate_keep)
+        else:
+            gate = MsaGateOutput(similarity=self.gate.similarity(z_t, image_pooled),
+                                 keep=torch.ones(z_t.shape[0], dtype=torch.bool, device=z_t.device))
+        keep = gate.keep.to(t_tokens.dtype)
+
+        if self.config.fusion_tokens == "pooled":
+            visual, text = image_pooled[:, None], (z_t * keep[:, None])[:, None]  # (N, 1, D) each
+            text_mask = torch.ones(text.shape[:2], dtype=torch.bool, device=text.device)
+        else:
+            visual, text, text_mask = image_tokens, t_tokens * keep[:, None, None], t_mask
+        if self.fusion is not None:
+            # the fusion reads the gated topic Z̃^T = M ⊙ Z^T (a masked topic contributes zeros)
+            visual = self.fusion(visual, text, text_mask)
+        # a masked topic is removed from the memory through the attention mask, not only zeroed
+        memory, memory_mask = self.memory(visual, text, text_mask & gate.keep[:, None])
+        return FlexMuseMemoryOutput(
+            last_hidden_state=memory,
+            attention_mask=memory_mask,
+            gate_similarity=gate.similarity,
+            gate_keep=gate.keep,
+        )
+
+    # ------------------------------------------------------------------ decoding
+    def _shift_right(self, labels: torch.LongTensor) -> torch.LongTensor:
+        shifted = labels.new_zeros(labels.shape)
+        shifted[:, 1:] = labels[:, :-1]
+        shifted[:, 0] = self.config.decoder_start_token_id
+        return shifted.masked_fill(shifted == -100, self.config.pad_token_id)
+
+    def prepare_decoder_input_ids_from_labels(self, labels: torch.LongTensor):
+        return self._shift_right(labels)
+
+    def forward(
+        self,
+        input_ids: Optional[torch.LongTensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        pixel_values: Optional[torch.FloatTensor] = None,
+        topic_index: Optional[torch.LongTensor] = None,
+        decoder_input_ids: Optional[torch.LongTensor] = None,
+        decoder_attention_mask: Optional[torch.Tensor] = None,
+        encoder_outputs: Optional[FlexMuseMemoryOutput] = None,
+        past_key_values=None,
+        labels: Optional[torch.LongTensor] = None,
+        use_cache: Optional[bool] = None,
+        gate_mode: Optional[str] = None,
+        gate_keep: Optional[torch.Tensor] = None,
+        generator: Optional[torch.Generator] = None,
+        return_dict: Optional[bool] = None,
+        **kwargs,
+    ) -> FlexMuseSeq2SeqLMOutput:
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` of shape `(num_topics, topic_length)`):
+                Topic tokens from the CLIP tokenizer.
+            attention_mask (`torch.Tensor`):
+                The topics' mask `(num_topics, topic_length)`; when `encoder_outputs` is given (as
+                during generation) it is the memory's mask `(num_images, memory_length)`, as in T5.
+            pixel_values (`torch.FloatTensor` of shape `(num_images, 3, H, W)`): CLIP-processed images.
+            topic_index (`torch.LongTensor` of shape `(num_images,)`, *optional*): topic row of each image.
+            labels (`torch.LongTensor` of shape `(num_images, target_length)`, *optional*):
+                Paragraph tokens; -100 is ignored by the loss.
+            gate_mode (`str`, *optional*): overrides `config.gate_mode` for this call.
+            gate_keep (`torch.BoolTensor` of shape `(num_images,)`, *optional*): a fixed msaGate decision.
+            generator (`torch.Generator`, *optional*): seeds the msaGate thresholds u.
+        """
+        if encoder_outputs is None:
+            if input_ids is None or pixel_values is None:
+                raise ValueError("FlexMUSE needs input_ids (topics) and pixel_values (images), or encoder_outputs")
+            encoder_outputs = self.get_memory(
+                input_ids, pixel_values, attention_mask, topic_index, gate_mode, gate_keep, generator
+            )
+            memory_mask = encoder_outputs.attention_mask
+        else:
+            memory_mask = attention_mask if attention_mask is not None else encoder_outputs.attention_mask
+
+        if labels is not None and decoder_input_ids is None:
+            decoder_input_ids = self._shift_right(labels)
+        if use_cache is None:
+            use_cache = labels is None and self.config.decoder.use_cache
+        decoder_outputs = self.decoder(
+            input_ids=decoder_input_ids,
+            attention_mask=decoder_attention_mask,
+            encoder_hidden_states=encoder_outputs.last_hidden_state,
+            encoder_attention_mask=memory_mask,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden = decoder_outputs.last_hidden_state  # (N, T, d_model)
+        if getattr(self.config.decoder, "scale_decoder_outputs", False):
+            hidden = hidden * (self.config.decoder.d_model**-0.5)  # original T5 with a tied head
+        logits = self.lm_head(hidden)  # (N, T, vocab)
+
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.float().flatten(0, 1), labels.to(logits.device).flatten(), ignore_index=-100)
+
+        return FlexMuseSeq2SeqLMOutput(
+            loss=loss,
+            logits=logits,
+            past_key_values=decoder_outputs.past_key_values,
+            encoder_last_hidden_state=encoder_outputs.last_hidden_state,
+            encoder_attention_mask=memory_mask,
+            gate_similarity=getattr(encoder_outputs, "gate_similarity", None),
+            gate_keep=getattr(encoder_outputs, "gate_keep", None),
+        )
+
+    def generate(
+        self,
+        input_ids: Optional[torch.LongTensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        pixel_values: Optional[torch.FloatTensor] = None,
+        topic_index: Optional[torch.LongTensor] = None,
+        gate_mode: Optional[str] = None,
+        gate_keep: Optional[torch.Tensor] = None,
+        generator: Optional[torch.Generator] = None,
+        encoder_outputs: Optional[FlexMuseMemoryOutput] = None,
+        **generate_kwargs,
+    ):
+        r"""
+        Write one paragraph per image, all images of all articles decoded in one batch.
+
+        Takes the inputs of `forward` (or a ready `encoder_outputs` from `get_memory`) and every
+        option of [`~GenerationMixin.generate`] (`max_new_tokens`, `num_beams`, `do_sample`, ...).
+        Returns what `GenerationMixin.generate` returns, one row per image (times
+        `num_return_sequences`).
+        """
+        if encoder_outputs is None:
+            with torch.no_grad():
+                encoder_outputs = self.get_memory(
+                    input_ids, pixel_values, attention_mask, topic_index, gate_mode, gate_keep, generator
+                )
+            attention_mask = None
+        if attention_mask is None:
+            attention_mask = encoder_outputs.attention_mask
+        return super().generate(encoder_outputs=encoder_outputs, attention_mask=attention_mask, **generate_kwargs)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_components(
+        cls,
+        encoder: str,
+        decoder: str,
+        dtype: Optional[torch.dtype] = None,
+        **config_kwargs,
+    ) -> "FlexMuseForConditionalGeneration":
+        r"""
+        Build FlexMUSE from a pretrained CLIP / Chinese-CLIP checkpoint and a pretrained T5 checkpoint
+        (hub ids or local directories). The fusion, memory projections are newly initialised; the
+        T5 encoder is dropped.
+
+        Example: `FlexMuseForConditionalGeneration.from_components("OFA-Sys/chinese-clip-vit-base-patch16",
+        "Langboat/mengzi-t5-base")`.
+        """
+        from transformers import T5ForConditionalGeneration
+
+        load_kwargs = {} if dtype is None else {"dtype": dtype}
+        clip = AutoModel.from_pretrained(encoder, **load_kwargs)
+        if not (hasattr(clip, "get_text_features") and hasattr(clip, "get_image_features")):
+            raise ValueError(f"{encoder!r} is a {type(clip).__name__}, not a CLIP-style dual encoder")
+        t5 = T5ForConditionalGeneration.from_pretrained(decoder, **load_kwargs)
+        tied = t5.lm_head.weight.data_ptr() == t5.get_input_embeddings().weight.data_ptr()
+        config = FlexMuseConfig(encoder=clip.config, decoder=t5.config, tie_word_embeddings=tied, **config_kwargs)
+        with torch.device("meta"):
+            model = cls(config)
+        model.mme.clip = clip
+        model.decoder = t5.decoder
+        model.lm_head = t5.lm_head
+        del t5.encoder
+        # only the new modules are on the meta device: materialise and initialise them
+        for module in (model.fusion, model.memory):
+            if module is not None:
+                module.to_empty(device=clip.device)
+                module.apply(model._init_weights)
+        if dtype is not None:
+            model.to(dtype)
+        if config.freeze_encoder:
+            model.mme.requires_grad_(False)
+        model.config.name_or_path = ""
+        return model
+
+
+FlexMuseConfig.register_for_auto_class()
+FlexMuseForConditionalGeneration.register_for_auto_class("AutoModel")
+
+__all__ = [
+    "CrossModalityFusion",
+    "FlexMuseForConditionalGeneration",
+    "FlexMuseMemoryOutput",
+    "FlexMusePreTrainedModel",
+    "MsaGate",
+]
