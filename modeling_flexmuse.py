@@ -254,6 +254,11 @@ class FlexMusePreTrainedModel(PreTrainedModel):
             for weight in (module.w_q, module.w_k, module.w_v):
                 init.ones_(weight)
             init.normal_(module.w_lambda, mean=0.0, std=self.config.initializer_range)
+        elif type(module).__module__.startswith("open_clip") and isinstance(getattr(module, "attn_mask", None),
+                                                                           torch.Tensor):
+            # open_clip's causal text mask is a non-persistent buffer: loading must rebuild it
+            size = module.attn_mask.shape[-1]
+            init.copy_(module.attn_mask, torch.full((size, size), float("-inf")).triu_(1))
 
 
 class FlexMuseForConditionalGeneration(FlexMusePreTrainedModel, GenerationMixin):

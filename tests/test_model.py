@@ -1,0 +1,185 @@
+"""FlexMuseForConditionalGeneration: forward, gradients, batched generation, gate, bad input."""
+
+import pytest
+import torch
+
+from configuration_flexmuse import FlexMuseConfig
+from conftest import make_model, topic_ids
+from modeling_flexmuse import FlexMuseForConditionalGeneration
+
+
+def test_forward_loss_and_shapes(tiny_model, pixels):
+    ids, mask = topic_ids([5, 6, 7])
+    labels = torch.randint(3, 384, (3, 9))
+    labels[0, -2:] = -100
+    out = tiny_model(input_ids=ids, attention_mask=mask, pixel_values=pixels, labels=labels, gate_mode="open")
+    assert out.logits.shape == (3, 9, 384)
+    expected = torch.nn.functional.cross_entropy(out.logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+    assert torch.allclose(out.loss, expected)
+    assert out.gate_keep.tolist() == [True, True, True]
+    # memory = 1 CLS + 16 patches (32 px / 8 px) + the 5 topic tokens
+    assert out.encoder_last_hidden_state.shape == (3, 17 + 5, 64)
+
+
+def test_gradients_reach_trainable_parts_not_frozen_encoder(pixels):
+    model = make_model().train()
+    ids, mask = topic_ids([5, 6, 7], [8, 9])
+    labels = torch.randint(3, 384, (3, 6))
+    out = model(input_ids=ids, attention_mask=mask, pixel_values=pixels, topic_index=torch.tensor([0, 1, 1]),
+                labels=labels, gate_mode="open")
+    out.loss.backward()
+    for name in ("fusion.w_q", "fusion.w_k", "fusion.w_v", "fusion.w_lambda", "memory.visual_proj.weight",
+                 "memory.text_proj.weight", "decoder.block.0.layer.0.SelfAttention.q.weight",
+                 "decoder.block.1.layer.1.EncDecAttention.k.weight", "lm_head.weight"):
+        grad = model.get_parameter(name).grad
+        assert grad is not None and grad.abs().sum() > 0, name
+    assert all(p.grad is None and not p.requires_grad for p in model.mme.parameters())
+
+
+def test_unfrozen_encoder_gets_gradients(pixels):
+    model = make_model(freeze_encoder=False).train()
+    ids, mask = topic_ids([5, 6])
+    model(input_ids=ids, attention_mask=mask, pixel_values=pixels, labels=torch.randint(3, 384, (3, 4)),
+          gate_mode="open").loss.backward()
+    assert model.mme.clip.vision_model.embeddings.patch_embedding.weight.grad.abs().sum() > 0
+    assert model.mme.clip.text_model.embeddings.token_embedding.weight.grad.abs().sum() > 0
+
+
+def _pad_to(rows, length):
+    return torch.stack([torch.nn.functional.pad(r, (0, length - len(r))) for r in rows])
+
+
+def test_batched_article_equals_one_by_one(tiny_model, pixels):
+    ids, mask = topic_ids([5, 6, 7])
+    kwargs = dict(max_new_tokens=12, do_sample=False, gate_mode="open")
+    batched = tiny_model.generate(input_ids=ids, attention_mask=mask, pixel_values=pixels, **kwargs)
+    single = [tiny_model.generate(input_ids=ids, attention_mask=mask, pixel_values=pixels[i : i + 1], **kwargs)[0]
+              for i in range(3)]
+    length = max(batched.shape[1], max(len(s) for s in single))
+    assert torch.equal(_pad_to(list(batched), length), _pad_to(single, length))
+
+
+def test_beam_search_and_sampling_run(tiny_model, pixels):
+    ids, mask = topic_ids([5, 6, 7])
+    beams = tiny_model.generate(input_ids=ids, attention_mask=mask, pixel_values=pixels, num_beams=3,
+                                num_return_sequences=2, max_new_tokens=6)
+    assert beams.shape[0] == 6
+    torch.manual_seed(0)
+    sampled = tiny_model.generate(input_ids=ids, attention_mask=mask, pixel_values=pixels, do_sample=True,
+                                  top_p=0.9, temperature=1.5, max_new_tokens=6)
+    assert sampled.shape[0] == 3
+
+
+def test_text_tower_runs_once_per_article(tiny_model, pixels, monkeypatch):
+    calls = []
+    original = tiny_model.mme.text_features
+    monkeypatch.setattr(tiny_model.mme, "text_features", lambda ids, m: calls.append(ids.shape) or original(ids, m))
+    ids, mask = topic_ids([5, 6, 7])
+    tiny_model.generate(input_ids=ids, attention_mask=mask, pixel_values=pixels, max_new_tokens=4)
+    assert calls == [torch.Size([1, 5])]
+    # two articles in one batch: one call, one row per topic
+    calls.clear()
+    ids, mask = topic_ids([5, 6, 7], [8])
+    tiny_model.generate(input_ids=ids, attention_mask=mask, pixel_values=torch.cat([pixels, pixels]),
+                        topic_index=torch.tensor([0, 0, 0, 1, 1, 1]), max_new_tokens=4)
+    assert calls == [torch.Size([2, 5])]
+
+
+def test_gate_masked_topic_is_absent_from_decoder_memory(tiny_model, pixels):
+    a_ids, a_mask = topic_ids([5, 6, 7])
+    b_ids, b_mask = topic_ids([40, 41, 42])
+    labels = torch.randint(3, 384, (3, 5))
+    closed = [tiny_model(input_ids=i, attention_mask=m, pixel_values=pixels, labels=labels, gate_mode="closed")
+              for i, m in ((a_ids, a_mask), (b_ids, b_mask))]
+    text_part = closed[0].encoder_attention_mask[:, 17:]
+    assert not text_part.any()  # masked through the attention mask, not only zeroed
+    assert torch.allclose(closed[0].logits, closed[1].logits, atol=1e-6)  # so the topic cannot matter
+    opened = [tiny_model(input_ids=i, attention_mask=m, pixel_values=pixels, labels=labels, gate_mode="open")
+              for i, m in ((a_ids, a_mask), (b_ids, b_mask))]
+    assert not torch.allclose(opened[0].logits, opened[1].logits, atol=1e-4)
+
+
+def test_sampled_gate_is_reproducible_in_generate(tiny_model, pixels):
+    ids, mask = topic_ids([5, 6, 7])
+    memory = [tiny_model.get_memory(ids, pixels, mask, gate_mode="sample",
+                                    generator=torch.Generator().manual_seed(s)) for s in (3, 3)]
+    assert torch.equal(memory[0].gate_keep, memory[1].gate_keep)
+    assert torch.equal(memory[0].last_hidden_state, memory[1].last_hidden_state)
+
+
+def test_pooled_fusion_mode_and_ablations(pixels):
+    ids, mask = topic_ids([5, 6, 7])
+    for kwargs in ({"fusion_tokens": "pooled"}, {"use_fusion": False}, {"use_gate": False},
+                   {"fusion_heads": 4}):
+        model = make_model(**kwargs)
+        out = model(input_ids=ids, attention_mask=mask, pixel_values=pixels, labels=torch.ones(3, 4).long())
+        assert torch.isfinite(out.loss)
+        if kwargs.get("fusion_tokens") == "pooled":
+            assert out.encoder_last_hidden_state.shape[1] == 2  # Z^F and Z̃^T, as in the paper
+        if "use_fusion" in kwargs:
+            assert model.fusion is None
+        if "use_gate" in kwargs:
+            closed = model(input_ids=ids, attention_mask=mask, pixel_values=pixels, gate_mode="closed",
+                           labels=torch.ones(3, 4).long())
+            assert closed.gate_keep.all()
+
+
+def test_bad_inputs_raise_clear_errors(tiny_model, pixels):
+    ids, mask = topic_ids([5], [6])
+    with pytest.raises(ValueError, match="2 topics and 3 images"):
+        tiny_model(input_ids=ids, attention_mask=mask, pixel_values=pixels, labels=torch.ones(3, 2).long())
+    ids, mask = topic_ids([5])
+    with pytest.raises(ValueError, match=r"pixel_values must have shape \(num_images, 3, 32, 32\)"):
+        tiny_model(input_ids=ids, attention_mask=mask, pixel_values=torch.randn(3, 3, 16, 16))
+    with pytest.raises(ValueError, match="pixel_values must have shape"):
+        tiny_model(input_ids=ids, attention_mask=mask, pixel_values=torch.randn(3, 32, 32))
+    empty, empty_mask = topic_ids([5], [])
+    with pytest.raises(ValueError, match=r"empty topic: topic rows \[1\]"):
+        tiny_model(input_ids=empty, attention_mask=empty_mask, pixel_values=pixels[:2])
+    with pytest.raises(ValueError, match="topic_index has 2 entries for 3 images"):
+        tiny_model(input_ids=ids, attention_mask=mask, pixel_values=pixels, topic_index=torch.tensor([0, 0]))
+    with pytest.raises(ValueError, match="topic_index must lie in"):
+        tiny_model(input_ids=ids, attention_mask=mask, pixel_values=pixels, topic_index=torch.tensor([0, 1, 0]))
+    with pytest.raises(ValueError, match="needs input_ids"):
+        tiny_model(input_ids=ids, labels=torch.ones(1, 2).long())
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"fusion_heads": 3}, "fusion_heads=3 must divide the encoder projection dimension 32"),
+        ({"gate_low": 0.8, "gate_high": 0.2}, "gate_low <= gate_high"),
+        ({"gate_mode": "always"}, "gate_mode must be one of"),
+        ({"fusion_tokens": "patches"}, "fusion_tokens must be one of"),
+    ],
+)
+def test_inconsistent_config_raises(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        FlexMuseConfig.tiny(**kwargs)
+
+
+def test_open_clip_backend_needs_its_config():
+    with pytest.raises(ValueError, match="open_clip_config"):
+        FlexMuseConfig(encoder_backend="open_clip")
+    with pytest.raises(ValueError, match="encoder_backend must be one of"):
+        FlexMuseConfig(encoder_backend="jax")
+
+
+@pytest.mark.parametrize("preset, encoder_type, vocab", [("base", "chinese_clip", 21128), ("base-en", "clip", 49408)])
+def test_base_presets_have_the_real_sizes(preset, encoder_type, vocab):
+    config = FlexMuseConfig.from_preset(preset)
+    assert config.encoder.model_type == encoder_type
+    assert config.encoder.text_config.vocab_size == vocab
+    assert config.projection_dim == 512
+    assert (config.decoder.d_model, config.decoder.vocab_size, config.decoder.num_decoder_layers) == (768, 32128, 12)
+    assert not config.tie_word_embeddings  # T5 v1.1 / flan-t5 keep their own LM head
+    with torch.device("meta"):
+        model = FlexMuseForConditionalGeneration(config)
+    n_params = sum(p.numel() for p in model.parameters())
+    assert 300e6 < n_params < 360e6
+    assert model.lm_head.weight is not model.decoder.embed_tokens.weight
+
+
+def test_unknown_preset():
+    with pytest.raises(ValueError, match="unknown preset 'huge'"):
+        FlexMuseConfig.from_preset("huge")
