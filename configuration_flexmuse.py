@@ -208,17 +208,17 @@ class FlexMuseConfig(PretrainedConfig):
         encoder = {
             "model_type": "clip",
             "projection_dim": 32,
+            # byte-level text tower: the tiny processor tokenizes topics with ByT5's tokenizer (no vocab files)
             "text_config": {
-                "vocab_size": 1000,
+                "vocab_size": 384,
                 "hidden_size": 32,
                 "intermediate_size": 64,
                 "num_hidden_layers": 2,
                 "num_attention_heads": 2,
-                "max_position_embeddings": 32,
-                # real CLIP puts BOS/EOS at the end of its vocabulary; the tiny one does the same
+                "max_position_embeddings": 64,
                 "pad_token_id": 0,
-                "bos_token_id": 998,
-                "eos_token_id": 999,
+                "bos_token_id": 2,  # ByT5 has no BOS; its <unk> never leads a topic
+                "eos_token_id": 1,
             },
             "vision_config": {
                 "hidden_size": 32,

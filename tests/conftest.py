@@ -9,17 +9,17 @@ torch.set_num_threads(1)  # the suite runs under pytest-xdist: one thread per wo
 from configuration_flexmuse import FlexMuseConfig  # noqa: E402
 from modeling_flexmuse import FlexMuseForConditionalGeneration  # noqa: E402
 
-# tiny CLIP text vocabulary: 998 = BOS, 999 = EOS, 0 = padding (see FlexMuseConfig.tiny)
-BOS, EOS = 998, 999
+# the tiny CLIP text tower reads ByT5 byte ids: 0 = padding, 1 = EOS (see FlexMuseConfig.tiny)
+EOS = 1
 
 
 def topic_ids(*topics):
-    """Topic token rows as the tiny CLIP tokenizer would give them: BOS, content, EOS, padding."""
-    length = max(len(t) for t in topics) + 2
+    """Topic token rows as the tiny topic tokenizer gives them: content, EOS, padding."""
+    length = max(len(t) for t in topics) + 1
     ids = torch.zeros(len(topics), length, dtype=torch.long)
     mask = torch.zeros_like(ids)
     for row, tokens in enumerate(topics):
-        seq = [BOS, *tokens, EOS]
+        seq = [*tokens, EOS]
         ids[row, : len(seq)] = torch.tensor(seq)
         mask[row, : len(seq)] = 1
     return ids, mask

@@ -17,8 +17,8 @@ def test_forward_loss_and_shapes(tiny_model, pixels):
     expected = torch.nn.functional.cross_entropy(out.logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
     assert torch.allclose(out.loss, expected)
     assert out.gate_keep.tolist() == [True, True, True]
-    # memory = 1 CLS + 16 patches (32 px / 8 px) + the 5 topic tokens
-    assert out.encoder_last_hidden_state.shape == (3, 17 + 5, 64)
+    # memory = 1 CLS + 16 patches (32 px / 8 px) + the 4 topic tokens (3 + EOS)
+    assert out.encoder_last_hidden_state.shape == (3, 17 + 4, 64)
 
 
 def test_gradients_reach_trainable_parts_not_frozen_encoder(pixels):
@@ -76,13 +76,13 @@ def test_text_tower_runs_once_per_article(tiny_model, pixels, monkeypatch):
     monkeypatch.setattr(tiny_model.mme, "text_features", lambda ids, m: calls.append(ids.shape) or original(ids, m))
     ids, mask = topic_ids([5, 6, 7])
     tiny_model.generate(input_ids=ids, attention_mask=mask, pixel_values=pixels, max_new_tokens=4)
-    assert calls == [torch.Size([1, 5])]
+    assert calls == [torch.Size([1, 4])]
     # two articles in one batch: one call, one row per topic
     calls.clear()
     ids, mask = topic_ids([5, 6, 7], [8])
     tiny_model.generate(input_ids=ids, attention_mask=mask, pixel_values=torch.cat([pixels, pixels]),
                         topic_index=torch.tensor([0, 0, 0, 1, 1, 1]), max_new_tokens=4)
-    assert calls == [torch.Size([2, 5])]
+    assert calls == [torch.Size([2, 4])]
 
 
 def test_gate_masked_topic_is_absent_from_decoder_memory(tiny_model, pixels):

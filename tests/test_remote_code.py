@@ -121,7 +121,7 @@ def test_from_components_with_local_checkpoints(encoder_kind, tied, tmp_path):
     # and the composite saves and reloads to the same outputs
     model.save_pretrained(tmp_path / "flexmuse")
     reloaded = FlexMuseForConditionalGeneration.from_pretrained(tmp_path / "flexmuse").eval()
-    ids = torch.tensor([[118 if encoder_kind == "clip" else 101, 5, 6, 119 if encoder_kind == "clip" else 102]])
+    ids = torch.tensor([[118, 5, 6, 119]]) if encoder_kind == "clip" else torch.tensor([[101, 5, 6, 102]])
     pixels = torch.randn(2, 3, 32, 32)
     inputs = dict(input_ids=ids, pixel_values=pixels, decoder_input_ids=decoder_input_ids, gate_mode="open")
     with torch.no_grad():
