@@ -48,3 +48,36 @@ def tiny_model():
 @pytest.fixture
 def pixels():
     return torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+def make_t2i_components(seed=0):
+    """A tiny random Stable Diffusion (16×16 images) built from configs: nothing to download."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+    from transformers import ByT5Tokenizer, CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32, norm_num_groups=32, attention_head_dim=8,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=[32, 64], in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2, latent_channels=4, norm_num_groups=32,
+    )
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=384, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=77, pad_token_id=0, bos_token_id=2, eos_token_id=1,
+    ))
+    return {
+        "t2i_vae": vae.eval(), "t2i_text_encoder": text_encoder.eval(), "t2i_unet": unet.eval(),
+        "t2i_tokenizer": ByT5Tokenizer(model_max_length=77), "t2i_scheduler": EulerDiscreteScheduler(steps_offset=1),
+    }
+
+
+def make_pipeline(with_t2i=True, seed=0):
+    from pipeline_flexmuse import FlexMusePipeline
+    from processing_flexmuse import FlexMuseProcessor
+
+    components = make_t2i_components(seed) if with_t2i else {}
+    return FlexMusePipeline(model=make_model(seed), processor=FlexMuseProcessor.tiny(), **components)

@@ -1,0 +1,132 @@
+"""The illustrated article FlexMUSE writes: a topic and (image, paragraph) sections, with metadata.
+
+Renders to one self-contained HTML page (images inlined, every text HTML-escaped) and to Markdown,
+and saves as `images/*.png + article.html + article.md + article.json`; `Article.load` reads the
+saved folder back.
+"""
+
+import base64
+import html
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from PIL import Image
+
+ARTICLE_JSON = "article.json"
+
+
+@dataclass
+class Section:
+    """One image and the paragraph written for it."""
+
+    image: Image.Image
+    paragraph: str
+    metadata: dict = field(default_factory=dict)  # e.g. seed, gate_keep, gate_similarity
+
+
+@dataclass
+class Article:
+    """A topic and its sections; `metadata` holds seeds, model id and decoding settings."""
+
+    topic: str
+    sections: list[Section]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def paragraphs(self) -> list[str]:
+        return [section.paragraph for section in self.sections]
+
+    @property
+    def images(self) -> list[Image.Image]:
+        return [section.image for section in self.sections]
+
+    def image_names(self) -> list[str]:
+        width = max(2, len(str(len(self.sections))))
+        return [f"images/{number:0{width}d}.png" for number in range(1, len(self.sections) + 1)]
+
+    # ------------------------------------------------------------------ rendering
+    def to_markdown(self, image_paths: Optional[list[str]] = None) -> str:
+        """Markdown with `images/NN.png` links (the layout `save` writes)."""
+        paths = image_paths or self.image_names()
+        parts = [f"# {_escape_markdown(self.topic)}"]
+        for number, (section, path) in enumerate(zip(self.sections, paths), start=1):
+            parts.append(f"![{number}]({path})")
+            parts.append(_escape_markdown(section.paragraph))
+        return "\n\n".join(parts) + "\n"
+
+    def to_html(self) -> str:
+        """One self-contained page: images inlined as PNG data URIs, all text escaped."""
+        lang = html.escape(str(self.metadata.get("lang", "")), quote=True)
+        title = html.escape(self.topic)
+        body = []
+        for number, section in enumerate(self.sections, start=1):
+            data = base64.b64encode(_png_bytes(section.image)).decode("ascii")
+            body.append(
+                f'<figure><img src="data:image/png;base64,{data}" alt="{number}"></figure>\n'
+                f"<p>{html.escape(section.paragraph)}</p>"
+            )
+        lang_attr = f' lang="{lang}"' if lang else ""
+        return (
+            f"<!DOCTYPE html>\n<html{lang_attr}>\n<head>\n<meta charset=\"utf-8\">\n<title>{title}</title>\n"
+            "<style>body{max-width:44rem;margin:2rem auto;font-family:serif;line-height:1.7;padding:0 1rem}"
+            "img{max-width:100%;border-radius:4px}figure{margin:2rem 0 0.5rem}</style>\n</head>\n<body>\n"
+            f"<h1>{title}</h1>\n" + "\n".join(body) + "\n</body>\n</html>\n"
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "topic": self.topic,
+            "sections": [
+                {"image": path, "paragraph": s.paragraph, "metadata": s.metadata}
+                for s, path in zip(self.sections, self.image_names())
+            ],
+            "metadata": self.metadata,
+        }
+
+    # ------------------------------------------------------------------ files
+    def save(self, directory: str) -> str:
+        """Write images/*.png, article.html, article.md and article.json; return `directory`."""
+        os.makedirs(os.path.join(directory, "images"), exist_ok=True)
+        for section, name in zip(self.sections, self.image_names()):
+            section.image.save(os.path.join(directory, name), format="PNG")
+        _write_text(os.path.join(directory, "article.html"), self.to_html())
+        _write_text(os.path.join(directory, "article.md"), self.to_markdown())
+        _write_text(os.path.join(directory, ARTICLE_JSON), json.dumps(self.to_dict(), ensure_ascii=False, indent=2))
+        return directory
+
+    @classmethod
+    def load(cls, path: str) -> "Article":
+        """Read a saved article from its folder or its article.json."""
+        json_path = os.path.join(path, ARTICLE_JSON) if os.path.isdir(path) else path
+        if not os.path.isfile(json_path):
+            raise FileNotFoundError(f"no saved article at {path!r} (missing {ARTICLE_JSON})")
+        with open(json_path, encoding="utf-8") as handle:
+            data = json.load(handle)
+        root = os.path.dirname(os.path.abspath(json_path))
+        sections = []
+        for item in data["sections"]:
+            with Image.open(os.path.join(root, item["image"])) as image:
+                sections.append(Section(image.convert("RGB"), item["paragraph"], item.get("metadata", {})))
+        return cls(topic=data["topic"], sections=sections, metadata=data.get("metadata", {}))
+
+
+def _png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _escape_markdown(text: str) -> str:
+    # Markdown renderers pass raw HTML through; a topic like "<script>" must stay text there too.
+    return html.escape(text, quote=False)
+
+
+def _write_text(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+__all__ = ["Article", "Section"]

@@ -1,0 +1,93 @@
+"""`flexmuse` command line: `flexmuse write ...` writes an illustrated article to a folder."""
+
+import argparse
+import os
+import sys
+from typing import Optional, Sequence
+
+
+def _write_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "write",
+        help="write an illustrated article about a topic",
+        description="Write an illustrated article: one paragraph per image. Without --images, the "
+        "text-to-image model (--t2i, or the one saved in a FlexMusePipeline folder) draws them.",
+    )
+    parser.add_argument("--model", required=True,
+                        help="FlexMUSE model repo or a saved FlexMusePipeline folder (hub id or local dir)")
+    parser.add_argument("--topic", required=True, help="the article's topic or title")
+    parser.add_argument("--images", nargs="+", metavar="IMAGE", help="image files, one paragraph each")
+    parser.add_argument("--num-images", type=int, default=None,
+                        help="images to draw when no --images are given (default 3)")
+    parser.add_argument("--t2i", default=None, help="Stable Diffusion repo for the text-to-image part")
+    parser.add_argument("--seed", type=int, default=None, help="makes images, gate and sampling reproducible")
+    parser.add_argument("--out", required=True, help="output folder (article.html, article.md, images/)")
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--num-beams", type=int, default=1)
+    parser.add_argument("--do-sample", action="store_true")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--gate-mode", choices=("sample", "open", "closed"), default=None)
+    parser.add_argument("--num-inference-steps", type=int, default=50)
+    parser.add_argument("--guidance-scale", type=float, default=7.5)
+    parser.add_argument("--device", default="cuda" if _cuda_available() else "cpu")
+    parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
+    parser.set_defaults(func=_write)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _write(args: argparse.Namespace) -> int:
+    import torch
+
+    from images_flexmuse import load_image
+    from pipeline_flexmuse import FlexMusePipeline
+
+    images = [load_image(path) for path in args.images] if args.images else None  # bad files fail before any work
+    dtype = getattr(torch, args.dtype)
+    if os.path.isfile(os.path.join(args.model, "model_index.json")):
+        pipe = FlexMusePipeline.from_pretrained(args.model, dtype=dtype)
+        if args.t2i:  # replaces the saved text-to-image part
+            pipe = FlexMusePipeline(model=pipe.model, processor=pipe.processor,
+                                    **FlexMusePipeline.load_t2i(args.t2i, dtype=dtype))
+    else:
+        pipe = FlexMusePipeline.from_model(args.model, t2i=args.t2i, dtype=dtype)
+    pipe = pipe.to(args.device)
+    generator = None if args.seed is None else torch.Generator().manual_seed(args.seed)
+    output = pipe(
+        args.topic, images=images, num_images=args.num_images, generator=generator,
+        num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale,
+        max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, do_sample=args.do_sample,
+        temperature=args.temperature, top_p=args.top_p, gate_mode=args.gate_mode,
+    )
+    output.article.metadata["model"] = args.model
+    output.article.save(args.out)
+    print(f"wrote {len(output.paragraphs)} sections to {os.path.join(args.out, 'article.html')} "
+          f"(also article.md, article.json, images/)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flexmuse", description="FlexMUSE: multi-modal creative writing")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _write_parser(subparsers)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from images_flexmuse import ImageLoadError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ImageLoadError, ValueError) as err:
+        print(f"flexmuse {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

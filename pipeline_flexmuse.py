@@ -1,0 +1,341 @@
+"""Writing pipelines: `FlexMusePipeline` (diffusers, with optional text-to-image) and the
+transformers pipeline task `"flexmuse"`.
+
+Paper Fig. 2: T2I (optional) → CLIP → msaGate (Eq. 1) → fusion (Eq. 2-4) → T5. With images the T2I
+step is skipped; with a topic only, the T2I part draws the images in one batched call, one seed
+per image. Both pipelines decode every paragraph of an article in one `generate` call.
+"""
+
+import os
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline, StableDiffusionPipeline
+from diffusers.utils import BaseOutput
+from PIL import Image
+from transformers import AutoModel, Pipeline
+from transformers.pipelines import PIPELINE_REGISTRY
+
+try:
+    from .article_flexmuse import Article, Section
+    from .images_flexmuse import ImageInput, load_image
+    from .modeling_flexmuse import FlexMuseForConditionalGeneration
+    from .processing_flexmuse import FlexMuseProcessor
+except ImportError:  # imported as a top-level module from a checkout
+    from article_flexmuse import Article, Section
+    from images_flexmuse import ImageInput, load_image
+    from modeling_flexmuse import FlexMuseForConditionalGeneration
+    from processing_flexmuse import FlexMuseProcessor
+
+TASK = "flexmuse"
+_SEED_RANGE = 2**31 - 1
+
+
+def draw_seeds(generator: Optional[torch.Generator], count: int) -> list[int]:
+    """`count` seeds from `generator` (or the global RNG): one per image, for the gate, for decoding."""
+    device = generator.device if generator is not None else "cpu"
+    return torch.randint(0, _SEED_RANGE, (count,), generator=generator, device=device).tolist()
+
+
+def write_articles(
+    model: FlexMuseForConditionalGeneration,
+    processor: FlexMuseProcessor,
+    topics: Sequence[str],
+    images: Sequence[Sequence[Image.Image]],
+    gate_seed: int,
+    decode_seed: int,
+    gate_mode: Optional[str] = None,
+    **generate_kwargs,
+) -> list[Article]:
+    """Write every article in one batch: one text-tower call, one `generate` call."""
+    if generate_kwargs.get("num_return_sequences", 1) != 1:
+        raise ValueError("num_return_sequences must be 1: an article has one paragraph per image")
+    batch = processor(list(topics), [list(article) for article in images]).to(model.device)
+    gate_generator = torch.Generator().manual_seed(gate_seed)
+    with torch.no_grad():
+        memory = model.get_memory(
+            batch["input_ids"], batch["pixel_values"], batch["attention_mask"], batch["topic_index"],
+            gate_mode=gate_mode, generator=gate_generator,
+        )
+    # sampling draws from torch's global RNG; seed a fork of it so the caller's stream is untouched
+    devices = [model.device] if model.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(decode_seed)
+        token_ids = model.generate(encoder_outputs=memory, **generate_kwargs)
+    paragraphs = processor.decode_paragraphs(token_ids)
+
+    settings = {k: v for k, v in generate_kwargs.items() if isinstance(v, (bool, int, float, str))}
+    metadata = {
+        "model": getattr(model.config, "name_or_path", "") or "",
+        "gate_mode": gate_mode or model.config.gate_mode,
+        "seeds": {"gate": gate_seed, "decode": decode_seed},
+        "generation": settings,
+    }
+    articles, row = [], 0
+    for topic, article_images in zip(topics, images):
+        sections = []
+        for image in article_images:
+            sections.append(Section(image, paragraphs[row], {
+                "gate_keep": bool(memory.gate_keep[row]),
+                "gate_similarity": round(float(memory.gate_similarity[row]), 6),
+            }))
+            row += 1
+        articles.append(Article(topic=topic, sections=sections, metadata=dict(metadata)))
+    return articles
+
+
+@dataclass
+class FlexMusePipelineOutput(BaseOutput):
+    """
+    Args:
+        article (`Article`): topic, (image, paragraph) sections and metadata; `article.save(dir)`.
+        paragraphs (`list[str]`): one paragraph per image.
+        images (`list[PIL.Image.Image]` or `np.ndarray` or `torch.Tensor`): the article's images in
+            the requested `output_type`.
+    """
+
+    article: Article
+    paragraphs: list[str]
+    images: Union[list[Image.Image], np.ndarray, torch.Tensor]
+
+
+class FlexMusePipeline(DiffusionPipeline):
+    r"""
+    Topic (+ optional images) → illustrated article (paper Fig. 2).
+
+    Components:
+        model ([`FlexMuseForConditionalGeneration`]): CLIP encoder, msaGate, fusion and T5 writer.
+        processor ([`FlexMuseProcessor`]): CLIP image processor, topic tokenizer, writer tokenizer.
+        t2i_vae, t2i_text_encoder, t2i_tokenizer, t2i_unet, t2i_scheduler (*optional*): the components of
+            a Stable Diffusion text-to-image pipeline (SD 1.x / 2.x architecture, e.g. SD-Turbo or
+            Taiyi-Stable-Diffusion-Chinese). Without them, images are required.
+    """
+
+    model_cpu_offload_seq = "t2i_text_encoder->t2i_unet->t2i_vae->model"
+    _optional_components = ["t2i_vae", "t2i_text_encoder", "t2i_tokenizer", "t2i_unet", "t2i_scheduler"]
+    _t2i_parts = ("vae", "text_encoder", "tokenizer", "unet", "scheduler")
+
+    def __init__(self, model, processor, t2i_vae=None, t2i_text_encoder=None, t2i_tokenizer=None, t2i_unet=None,
+                 t2i_scheduler=None):
+        super().__init__()
+        self.register_modules(model=model, processor=processor, t2i_vae=t2i_vae, t2i_text_encoder=t2i_text_encoder,
+                              t2i_tokenizer=t2i_tokenizer, t2i_unet=t2i_unet, t2i_scheduler=t2i_scheduler)
+
+    @property
+    def has_t2i(self) -> bool:
+        return all(getattr(self, f"t2i_{part}", None) is not None for part in self._t2i_parts)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        r"""
+        Load a saved `FlexMusePipeline` (folder or hub id with `model_index.json`).
+
+        The model and processor folders hold their own remote code. With `trust_remote_code=True`
+        diffusers loads them from there; otherwise the installed `flexmuse` package loads them.
+        """
+        if not kwargs.get("trust_remote_code"):
+            path = os.fspath(pretrained_model_name_or_path)
+            if not os.path.isdir(path):
+                download = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only") if k in kwargs}
+                path = cls.download(path, **download)
+            dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
+            if "model" not in kwargs:
+                load = {} if dtype is None else {"dtype": dtype}
+                kwargs["model"] = FlexMuseForConditionalGeneration.from_pretrained(os.path.join(path, "model"), **load)
+            kwargs.setdefault("processor", FlexMuseProcessor.from_pretrained(os.path.join(path, "processor")))
+            pretrained_model_name_or_path = path
+        pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        pipe.model.eval()
+        return pipe
+
+    @classmethod
+    def from_model(cls, model: str, t2i: Optional[str] = None, dtype: Optional[torch.dtype] = None):
+        """Assemble from a FlexMUSE model repo (weights + processor) and, optionally, a Stable
+        Diffusion repo whose components become the T2I part (hub ids or local folders)."""
+        load = {} if dtype is None else {"dtype": dtype}
+        model_obj = FlexMuseForConditionalGeneration.from_pretrained(model, **load).eval()
+        t2i_parts = {} if t2i is None else cls.load_t2i(t2i, dtype)
+        return cls(model=model_obj, processor=FlexMuseProcessor.from_pretrained(model), **t2i_parts)
+
+    @classmethod
+    def load_t2i(cls, t2i: str, dtype: Optional[torch.dtype] = None) -> dict:
+        """The `t2i_*` components from a Stable Diffusion repo (hub id or local folder)."""
+        load = {} if dtype is None else {"dtype": dtype}
+        sd = StableDiffusionPipeline.from_pretrained(t2i, safety_checker=None, feature_extractor=None,
+                                                     requires_safety_checker=False, **load)
+        return {f"t2i_{part}": getattr(sd, part) for part in cls._t2i_parts}
+
+    def text_to_image(self, prompt: str, seeds: Sequence[int], height=None, width=None, num_inference_steps=50,
+                      guidance_scale=7.5) -> list[Image.Image]:
+        """One batched Stable Diffusion call: len(seeds) images of `prompt`, one seed each."""
+        sd = StableDiffusionPipeline(
+            vae=self.t2i_vae, text_encoder=self.t2i_text_encoder, tokenizer=self.t2i_tokenizer, unet=self.t2i_unet,
+            scheduler=self.t2i_scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        )
+        sd.set_progress_bar_config(**getattr(self, "_progress_bar_config", {}))
+        device = self.t2i_unet.device
+        generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
+        return sd(prompt=[prompt] * len(seeds), generator=generators, height=height, width=width,
+                  num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, output_type="pil").images
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        topic: str,
+        images: Optional[Sequence[ImageInput]] = None,
+        num_images: Optional[int] = None,
+        generator: Optional[torch.Generator] = None,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 7.5,
+        height: Optional[int] = None,
+        width: Optional[int] = None,
+        max_new_tokens: int = 128,
+        num_beams: int = 1,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        gate_mode: Optional[str] = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        **generate_kwargs: Any,
+    ) -> Union[FlexMusePipelineOutput, tuple]:
+        r"""
+        Write an illustrated article about `topic`.
+
+        Args:
+            topic (`str`): the article's topic or title.
+            images (`list` of paths, PIL images or numpy arrays, *optional*): one paragraph is written
+                per image. Without images, the T2I part draws `num_images` of them.
+            num_images (`int`, *optional*, defaults to 3 without images): how many images to draw.
+                With `images`, it may be left out or equal `len(images)`; anything else is an error
+                (the pipeline neither drops nor invents pictures the caller did not ask for).
+            generator (`torch.Generator`, *optional*): makes the article reproducible: it seeds each
+                image (one seed per image), the msaGate thresholds and sampled decoding.
+            num_inference_steps, guidance_scale, height, width: Stable Diffusion settings (SD-Turbo:
+                `num_inference_steps=1, guidance_scale=0.0`).
+            max_new_tokens, num_beams, do_sample, temperature, top_p (and any other
+                `generate` option): decoding of the paragraphs.
+            gate_mode (`str`, *optional*): msaGate mode (`sample`, `open`, `closed`); default from the
+                model config.
+            output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"` or `"pt"` for `images`.
+            return_dict (`bool`, defaults to `True`): return a [`FlexMusePipelineOutput`] instead of
+                the tuple `(paragraphs, images)`.
+        """
+        if not isinstance(topic, str) or not topic.strip():
+            raise ValueError("empty topic: a topic needs at least one visible character")
+        if output_type not in ("pil", "np", "pt"):
+            raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
+        if images is not None and len(images) == 0:
+            raise ValueError("images is empty: pass at least one image, or none to draw them with the T2I part")
+        if images is not None and num_images is not None and num_images != len(images):
+            raise ValueError(f"got {len(images)} images and num_images={num_images}: give one or the other")
+        if images is None and not self.has_t2i:
+            raise ValueError("no images given and this pipeline has no text-to-image part: pass images, or load "
+                             "the pipeline with a T2I model (FlexMusePipeline.from_model(..., t2i=...))")
+
+        pictures = None if images is None else [load_image(image) for image in images]  # fail before any work
+        count = num_images if pictures is None else len(pictures)
+        if count is None:
+            count = 3
+        if count < 1:
+            raise ValueError(f"num_images must be at least 1, got {count}")
+        *image_seeds, gate_seed, decode_seed = draw_seeds(generator, count + 2)
+        if pictures is None:
+            pictures = self.text_to_image(topic, image_seeds, height, width, num_inference_steps, guidance_scale)
+
+        article = write_articles(
+            self.model, self.processor, [topic], [pictures], gate_seed, decode_seed, gate_mode=gate_mode,
+            max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=do_sample, temperature=temperature,
+            top_p=top_p, **generate_kwargs,
+        )[0]
+        if images is None:
+            article.metadata["seeds"]["images"] = image_seeds
+            for section, seed in zip(article.sections, image_seeds):
+                section.metadata["seed"] = seed
+        self.maybe_free_model_hooks()
+
+        out_images = _convert_images(article.images, output_type)
+        if not return_dict:
+            return article.paragraphs, out_images
+        return FlexMusePipelineOutput(article=article, paragraphs=article.paragraphs, images=out_images)
+
+
+def _convert_images(images: list[Image.Image], output_type: str):
+    if output_type == "pil":
+        return images
+    arrays = [np.asarray(image, dtype=np.float32) / 255.0 for image in images]  # (H, W, 3) each
+    if output_type == "np":
+        return arrays if len({a.shape for a in arrays}) > 1 else np.stack(arrays)
+    tensors = [torch.from_numpy(a).permute(2, 0, 1) for a in arrays]  # (3, H, W)
+    return tensors if len({t.shape for t in tensors}) > 1 else torch.stack(tensors)
+
+
+class FlexMuseWritingPipeline(Pipeline):
+    r"""
+    The transformers task `"flexmuse"`: `pipeline("flexmuse", model=...)(topic, images=[...])` → `Article`.
+
+    Inputs: a topic with `images=[...]` (paths, PIL images or numpy arrays), a dict
+    `{"topic": ..., "images": [...]}`, or a list of such dicts, written together in one batch.
+    Keyword arguments: `seed`, `gate_mode` and any `generate` option (`max_new_tokens`, `num_beams`,
+    `do_sample`, ...). This pipeline has no text-to-image part: use [`FlexMusePipeline`] for that.
+    """
+
+    _load_processor = True
+    _load_tokenizer = False
+    _load_image_processor = False
+    _load_feature_extractor = False
+
+    def __call__(self, inputs, images=None, **kwargs):
+        single = not isinstance(inputs, (list, tuple))
+        articles = [inputs] if single else list(inputs)
+        batch = []
+        for number, item in enumerate(articles):
+            if isinstance(item, str):
+                item = {"topic": item, "images": images}
+            if not isinstance(item, dict) or "topic" not in item:
+                raise ValueError(f"article {number}: expected a topic string or a dict with 'topic' and 'images'")
+            if not item.get("images"):
+                raise ValueError(f"article {number} ({item['topic']!r}) has no images; this pipeline needs images "
+                                 "(FlexMusePipeline can draw them with its text-to-image part)")
+            batch.append({"topic": item["topic"], "images": [load_image(image) for image in item["images"]]})
+        written = super().__call__(_ArticleBatch(batch), **kwargs)
+        return written[0] if single else written
+
+    def save_pretrained(self, save_directory, **kwargs):
+        """Model, remote code (`custom_pipelines`) and the whole processor, both tokenizers included."""
+        super().save_pretrained(save_directory, **kwargs)
+        self.processor.save_pretrained(save_directory)
+
+    def _sanitize_parameters(self, seed=None, gate_mode=None, **generate_kwargs):
+        forward = {"seed": seed, "gate_mode": gate_mode, "generate_kwargs": generate_kwargs}
+        return {}, forward, {}
+
+    def preprocess(self, batch: "_ArticleBatch"):
+        return {"batch": batch}
+
+    def _forward(self, model_inputs, seed=None, gate_mode=None, generate_kwargs=None):
+        generator = None if seed is None else torch.Generator().manual_seed(int(seed))
+        gate_seed, decode_seed = draw_seeds(generator, 2)
+        articles = model_inputs["batch"].articles
+        generate_kwargs = {"max_new_tokens": 128, **(generate_kwargs or {})}
+        return write_articles(self.model, self.processor, [a["topic"] for a in articles],
+                              [a["images"] for a in articles], gate_seed, decode_seed, gate_mode=gate_mode,
+                              **generate_kwargs)
+
+    def postprocess(self, model_outputs):
+        return model_outputs
+
+
+@dataclass
+class _ArticleBatch:
+    """Articles the pipeline writes together (kept whole so `Pipeline` does not split the list)."""
+
+    articles: list
+
+
+PIPELINE_REGISTRY.register_pipeline(TASK, pipeline_class=FlexMuseWritingPipeline, pt_model=AutoModel,
+                                    type="multimodal")
+
+__all__ = ["FlexMusePipeline", "FlexMusePipelineOutput", "FlexMuseWritingPipeline", "draw_seeds", "write_articles"]
