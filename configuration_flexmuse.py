@@ -277,4 +277,8 @@ class FlexMuseConfig(PretrainedConfig):
         return builders[name](**kwargs)
 
 
+# Registered as transformers registers remote classes once loaded: a process that imports flexmuse
+# reads saved folders (tokenizers and processors consult config.json) without a remote-code prompt.
+AutoConfig.register(FlexMuseConfig.model_type, FlexMuseConfig, exist_ok=True)
+
 __all__ = ["FlexMuseConfig", "PRESET_COMPONENTS"]

@@ -71,10 +71,34 @@ def _write(args: argparse.Namespace) -> int:
     return 0
 
 
+def _corpus_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "make-corpus", help="write the offline procedural corpus (imagefolder layout)",
+        description="Write train/validation/test splits of procedural illustrated articles, each split "
+        "from its own seed, as <out>/<split>/metadata.jsonl + PNG images.",
+    )
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--articles", type=int, default=400, help="training articles")
+    parser.add_argument("--eval-articles", type=int, default=0,
+                        help="validation and test articles each (default articles/8, at least 8)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lang", choices=("zh", "en"), default="zh")
+    parser.set_defaults(func=_make_corpus)
+
+
+def _make_corpus(args: argparse.Namespace) -> int:
+    from training.corpus import make_corpus
+
+    sizes = make_corpus(args.out, args.articles, seed=args.seed, lang=args.lang, eval_articles=args.eval_articles)
+    print(f"wrote {sizes} articles ({args.lang}) to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flexmuse", description="FlexMUSE: multi-modal creative writing")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _write_parser(subparsers)
+    _corpus_parser(subparsers)
     return parser
 
 

@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModel, GenerationMixin, PreTrainedModel
+from transformers import AutoModel, AutoModelForSeq2SeqLM, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
 from transformers.models.t5.modeling_t5 import T5Stack
@@ -361,18 +361,35 @@ class FlexMuseForConditionalGeneration(FlexMusePreTrainedModel, GenerationMixin)
 
     def get_memory(
         self,
-        input_ids: torch.LongTensor,
-        pixel_values: torch.FloatTensor,
+        input_ids: Optional[torch.LongTensor] = None,
+        pixel_values: Optional[torch.FloatTensor] = None,
         attention_mask: Optional[torch.Tensor] = None,
         topic_index: Optional[torch.LongTensor] = None,
         gate_mode: Optional[str] = None,
         gate_keep: Optional[torch.Tensor] = None,
         generator: Optional[torch.Generator] = None,
+        topic_features: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+        image_features: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
     ) -> FlexMuseMemoryOutput:
-        """Encode topics and images and build the decoder memory (one row per image)."""
-        topic_pooled, topic_tokens, topic_mask = self.encode_topics(input_ids, attention_mask)
-        image_pooled, image_tokens = self.encode_images(pixel_values)
-        index = self._resolve_topic_index(input_ids.shape[0], pixel_values.shape[0], topic_index, input_ids.device)
+        """Encode topics and images and build the decoder memory (one row per image).
+
+        `topic_features` / `image_features` are `(pooled, tokens)` from `encode_topics` /
+        `encode_images`, computed earlier (a frozen encoder's features can be cached).
+        """
+        if topic_features is None:
+            topic_pooled, topic_tokens, topic_mask = self.encode_topics(input_ids, attention_mask)
+        else:
+            topic_pooled, topic_tokens = (t.to(self.dtype) for t in topic_features)
+            topic_mask = torch.ones(topic_tokens.shape[:2], dtype=torch.bool, device=topic_tokens.device) \
+                if attention_mask is None else attention_mask.bool()
+        if image_features is None:
+            if pixel_values is None:
+                raise ValueError("FlexMUSE needs pixel_values (images) or image_features")
+            image_pooled, image_tokens = self.encode_images(pixel_values)
+        else:
+            image_pooled, image_tokens = (t.to(self.dtype) for t in image_features)
+        index = self._resolve_topic_index(topic_pooled.shape[0], image_pooled.shape[0], topic_index,
+                                          topic_pooled.device)
         z_t, t_tokens, t_mask = topic_pooled[index], topic_tokens[index], topic_mask[index]  # per image
 
         if self.config.use_gate:
@@ -425,6 +442,8 @@ class FlexMuseForConditionalGeneration(FlexMusePreTrainedModel, GenerationMixin)
         gate_mode: Optional[str] = None,
         gate_keep: Optional[torch.Tensor] = None,
         generator: Optional[torch.Generator] = None,
+        topic_features: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+        image_features: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
         return_dict: Optional[bool] = None,
         **kwargs,
     ) -> FlexMuseSeq2SeqLMOutput:
@@ -442,12 +461,15 @@ class FlexMuseForConditionalGeneration(FlexMusePreTrainedModel, GenerationMixin)
             gate_mode (`str`, *optional*): overrides `config.gate_mode` for this call.
             gate_keep (`torch.BoolTensor` of shape `(num_images,)`, *optional*): a fixed msaGate decision.
             generator (`torch.Generator`, *optional*): seeds the msaGate thresholds u.
+            topic_features, image_features (`tuple`, *optional*): precomputed `(pooled, tokens)` CLIP
+                features replacing `input_ids` / `pixel_values` (see `get_memory`).
         """
         if encoder_outputs is None:
-            if input_ids is None or pixel_values is None:
+            if (input_ids is None and topic_features is None) or (pixel_values is None and image_features is None):
                 raise ValueError("FlexMUSE needs input_ids (topics) and pixel_values (images), or encoder_outputs")
             encoder_outputs = self.get_memory(
-                input_ids, pixel_values, attention_mask, topic_index, gate_mode, gate_keep, generator
+                input_ids, pixel_values, attention_mask, topic_index, gate_mode, gate_keep, generator,
+                topic_features, image_features,
             )
             memory_mask = encoder_outputs.attention_mask
         else:
@@ -484,6 +506,26 @@ class FlexMuseForConditionalGeneration(FlexMusePreTrainedModel, GenerationMixin)
             gate_similarity=getattr(encoder_outputs, "gate_similarity", None),
             gate_keep=getattr(encoder_outputs, "gate_keep", None),
         )
+
+    def paragraph_log_probs(
+        self,
+        labels: torch.LongTensor,
+        encoder_outputs: FlexMuseMemoryOutput,
+        memory_index: Optional[torch.LongTensor] = None,
+    ) -> torch.Tensor:
+        r"""
+        Sum of token log-probabilities of each paragraph in `labels` (M, T) (-100 = padding), given
+        the memory row `memory_index[m]` (defaults to row m). Scoring several paragraphs against one
+        memory (alignment accuracy, mscDPO's chosen and rejected) reuses the memory, no re-encoding.
+        Returns (M,).
+        """
+        memory, mask = encoder_outputs.last_hidden_state, encoder_outputs.attention_mask
+        if memory_index is not None:
+            memory, mask = memory[memory_index], mask[memory_index]
+        logits = self(encoder_outputs=FlexMuseMemoryOutput(last_hidden_state=memory), attention_mask=mask,
+                      labels=labels, use_cache=False).logits  # (M, T, vocab)
+        token_logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, labels.clamp(min=0)[..., None])[..., 0]
+        return (token_logp * (labels != -100)).sum(-1)
 
     def generate(
         self,
@@ -562,6 +604,8 @@ class FlexMuseForConditionalGeneration(FlexMusePreTrainedModel, GenerationMixin)
 
 FlexMuseConfig.register_for_auto_class()
 FlexMuseForConditionalGeneration.register_for_auto_class("AutoModel")
+AutoModel.register(FlexMuseConfig, FlexMuseForConditionalGeneration, exist_ok=True)
+AutoModelForSeq2SeqLM.register(FlexMuseConfig, FlexMuseForConditionalGeneration, exist_ok=True)
 
 __all__ = [
     "CrossModalityFusion",

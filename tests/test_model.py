@@ -183,3 +183,16 @@ def test_base_presets_have_the_real_sizes(preset, encoder_type, vocab):
 def test_unknown_preset():
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
         FlexMuseConfig.from_preset("huge")
+
+
+def test_precomputed_features_give_the_same_output(tiny_model, pixels):
+    ids, mask = topic_ids([5, 6, 7], [8, 9])
+    index = torch.tensor([0, 1, 1])
+    labels = torch.randint(3, 384, (3, 6))
+    direct = tiny_model(input_ids=ids, attention_mask=mask, pixel_values=pixels, topic_index=index, labels=labels,
+                        gate_mode="open")
+    pooled, tokens, _ = tiny_model.encode_topics(ids, mask)
+    cached = tiny_model(attention_mask=mask, topic_features=(pooled, tokens),
+                        image_features=tiny_model.encode_images(pixels), topic_index=index, labels=labels,
+                        gate_mode="open")
+    assert torch.equal(direct.logits, cached.logits) and torch.equal(direct.loss, cached.loss)

@@ -1,0 +1,76 @@
+"""Batches of SFT rows for FlexMUSE, with an optional cache of frozen-encoder features."""
+
+from typing import Optional
+
+import torch
+
+from images_flexmuse import load_image
+
+
+class FrozenFeatureCache:
+    """CLIP features of each image and topic, computed the first time they are seen and reused
+    afterwards (every later epoch). Valid only while the encoder is frozen."""
+
+    def __init__(self, model):
+        if any(p.requires_grad for p in model.mme.parameters()):
+            raise ValueError("the feature cache needs a frozen encoder (freeze_encoder=True)")
+        self.model = model
+        self.images: dict = {}
+        self.topics: dict = {}
+        self.computed = 0  # images encoded so far: stays flat after the first epoch
+
+    @torch.no_grad()
+    def image_features(self, keys, images, image_processor) -> tuple[torch.Tensor, torch.Tensor]:
+        missing = [i for i, key in enumerate(keys) if key not in self.images]
+        if missing:
+            pixels = image_processor(images=[images[i] for i in missing], return_tensors="pt")["pixel_values"]
+            pooled, tokens = self.model.encode_images(pixels.to(self.model.device))
+            for row, i in enumerate(missing):
+                self.images[keys[i]] = (pooled[row].cpu(), tokens[row].cpu())
+            self.computed += len(missing)
+        pooled, tokens = zip(*(self.images[key] for key in keys))
+        return torch.stack(pooled), torch.stack(tokens)
+
+    @torch.no_grad()
+    def topic_features(self, input_ids, attention_mask) -> tuple[torch.Tensor, torch.Tensor]:
+        keys = [tuple(row[m.bool()].tolist()) for row, m in zip(input_ids, attention_mask)]
+        missing = [i for i, key in enumerate(keys) if key not in self.topics]
+        if missing:
+            pooled, tokens, _ = self.model.encode_topics(input_ids[missing].to(self.model.device),
+                                                         attention_mask[missing].to(self.model.device))
+            for row, i in enumerate(missing):
+                self.topics[keys[i]] = (pooled[row].cpu(), tokens[row].cpu())
+        pooled, tokens = zip(*(self.topics[key] for key in keys))
+        return torch.stack(pooled), torch.stack(tokens)  # topics are padded to one fixed length
+
+
+class FlexMuseCollator:
+    """SFT rows (topic, image, paragraph) → model inputs. Rows sharing a topic share one topic
+    row (`topic_index`), so the text tower runs once per distinct topic in the batch."""
+
+    def __init__(self, processor, feature_cache: Optional[FrozenFeatureCache] = None):
+        self.processor = processor
+        self.cache = feature_cache
+
+    def __call__(self, rows: list[dict]) -> dict:
+        topics = list(dict.fromkeys(row["topic"] for row in rows))
+        topic_index = torch.tensor([topics.index(row["topic"]) for row in rows])
+        text = self.processor.topic_tokenizer(topics, padding="max_length", truncation=True,
+                                              max_length=self.processor.max_topic_length, return_tensors="pt")
+        batch = {
+            "attention_mask": text["attention_mask"],
+            "topic_index": topic_index,
+            "labels": self.processor.encode_paragraphs([row["paragraph"] for row in rows]),
+        }
+        images = [load_image(row["image"]) for row in rows]
+        if self.cache is None:
+            batch["input_ids"] = text["input_ids"]
+            batch["pixel_values"] = self.processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
+        else:
+            keys = [(row["article"], row["chunk"]) for row in rows]
+            batch["image_features"] = self.cache.image_features(keys, images, self.processor.image_processor)
+            batch["topic_features"] = self.cache.topic_features(text["input_ids"], text["attention_mask"])
+        return batch
+
+
+__all__ = ["FlexMuseCollator", "FrozenFeatureCache"]

@@ -1,0 +1,201 @@
+"""ArtMUSE-format data through `datasets`: loaders, validation, the SFT and mscDPO views, the collator.
+
+An article is `topic` (str), `images` (list of images), `paragraphs` (list of str, one per image)
+and optionally `lang`. Sources: a folder in the Hub's imagefolder layout (`metadata.jsonl` with
+`file_names`, per split sub-folder or flat), a JSONL/CSV file with image paths, a Hub dataset name,
+or a `datasets.Dataset` / `DatasetDict`.
+"""
+
+import csv
+import io
+import json
+import logging
+import os
+import random
+from typing import Any, Optional, Union
+
+from datasets import Dataset, DatasetDict, Features, Image, List, Value, load_dataset
+from PIL import Image as PILImage
+
+logger = logging.getLogger(__name__)
+
+ARTICLE_FEATURES = Features({
+    "topic": Value("string"),
+    "images": List(Image()),
+    "paragraphs": List(Value("string")),
+    "lang": Value("string"),
+})
+
+
+class BadRecordError(ValueError):
+    """An article that cannot be used; the message names the record and the field."""
+
+
+# ---------------------------------------------------------------------------------------- loading
+def load_articles(source: Union[str, Dataset, DatasetDict], split: str = "train", skip_bad: bool = False) -> Dataset:
+    """Load and validate articles. Bad records raise `BadRecordError`, or with `skip_bad=True` are
+    dropped and counted in the log."""
+    if isinstance(source, DatasetDict):
+        source = source[split]
+    if isinstance(source, Dataset):
+        records = source.cast_column("images", List(Image(decode=False))).to_list() if "images" in \
+            source.column_names else source.to_list()
+        return _build(records, base_dir=None, skip_bad=skip_bad, origin="dataset")
+    path = os.fspath(source)
+    if os.path.isdir(path):
+        split_dir = os.path.join(path, split)
+        folder = split_dir if os.path.isfile(os.path.join(split_dir, "metadata.jsonl")) else path
+        metadata = os.path.join(folder, "metadata.jsonl")
+        if not os.path.isfile(metadata):
+            raise FileNotFoundError(f"no metadata.jsonl in {split_dir!r} or {path!r}")
+        return _build(_read_jsonl(metadata), folder, skip_bad, metadata)
+    if os.path.isfile(path):
+        rows = _read_csv(path) if path.endswith(".csv") else _read_jsonl(path)
+        return _build(rows, os.path.dirname(os.path.abspath(path)), skip_bad, path)
+    return load_articles(load_dataset(path, split=split), split, skip_bad)  # a Hub dataset name
+
+
+def _read_jsonl(path: str) -> list[dict]:
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise BadRecordError(f"{path}: line {number + 1} is not valid JSON: {err}") from err
+    return rows
+
+
+def _read_csv(path: str) -> list[dict]:
+    """CSV cells holding lists (images, paragraphs) are JSON arrays."""
+    rows = []
+    with open(path, encoding="utf-8", newline="") as handle:
+        for row in csv.DictReader(handle):
+            for key in ("images", "file_names", "paragraphs"):
+                if row.get(key):
+                    try:
+                        row[key] = json.loads(row[key])
+                    except json.JSONDecodeError as err:
+                        raise BadRecordError(f"{path}: column {key!r} must hold a JSON list: {err}") from err
+            rows.append(row)
+    return rows
+
+
+def _build(records: list[dict], base_dir: Optional[str], skip_bad: bool, origin: str) -> Dataset:
+    good, bad = [], 0
+    for number, record in enumerate(records):
+        try:
+            good.append(_validated(record, number, base_dir))
+        except BadRecordError as err:
+            if not skip_bad:
+                raise
+            bad += 1
+            logger.warning("skipping %s", err)
+    if bad:
+        logger.warning("%s: skipped %d bad article(s) of %d", origin, bad, len(records))
+    if not good:
+        raise BadRecordError(f"{origin}: no usable article")
+    return Dataset.from_list(good, features=ARTICLE_FEATURES)
+
+
+def _validated(record: dict, number: int, base_dir: Optional[str]) -> dict:
+    topic = record.get("topic")
+    where = f"record {number} ({topic!r})"
+    if not isinstance(topic, str) or not topic.strip():
+        raise BadRecordError(f"{where}: field 'topic' is empty")
+    images = record.get("images", record.get("file_names"))
+    paragraphs = record.get("paragraphs")
+    if not images:
+        raise BadRecordError(f"{where}: field 'images' is empty")
+    if not isinstance(paragraphs, list) or len(paragraphs) != len(images):
+        count = len(paragraphs) if isinstance(paragraphs, list) else "no list of"
+        raise BadRecordError(f"{where}: {len(images)} images but {count} paragraphs (field 'paragraphs')")
+    for index, paragraph in enumerate(paragraphs):
+        if not isinstance(paragraph, str) or not paragraph.strip():
+            raise BadRecordError(f"{where}: field 'paragraphs'[{index}] is empty")
+    return {
+        "topic": topic,
+        "images": [_checked_image(image, f"{where}: field 'images'[{i}]", base_dir) for i, image in enumerate(images)],
+        "paragraphs": paragraphs,
+        "lang": record.get("lang") or "",
+    }
+
+
+def _checked_image(image: Any, where: str, base_dir: Optional[str]) -> Any:
+    """Return the image in a form `datasets.Image` accepts, after checking that it decodes."""
+    if isinstance(image, PILImage.Image):
+        return image
+    if isinstance(image, dict):  # datasets' undecoded form: {"bytes": ..., "path": ...}
+        if image.get("bytes"):
+            _verify(io.BytesIO(image["bytes"]), where)
+            return image
+        image = image.get("path")
+    if not isinstance(image, str) or not image:
+        raise BadRecordError(f"{where}: not an image path")
+    path = image if os.path.isabs(image) or base_dir is None else os.path.join(base_dir, image)
+    if not os.path.isfile(path):
+        raise BadRecordError(f"{where}: image file not found: {path!r}")
+    _verify(path, where)
+    return path
+
+
+def _verify(file, where: str) -> None:
+    try:
+        with PILImage.open(file) as img:
+            img.verify()  # checks the file without decoding every pixel
+    except Exception as err:  # Pillow raises many types for broken files
+        raise BadRecordError(f"{where}: unreadable image: {err}") from err
+
+
+# ---------------------------------------------------------------------------------------- views
+def sft_view(articles: Dataset) -> Dataset:
+    """One row per chunk: article, chunk, topic, image, paragraph."""
+
+    def explode(batch, indices):
+        out = {"article": [], "chunk": [], "topic": [], "image": [], "paragraph": []}
+        for article, topic, images, paragraphs in zip(indices, batch["topic"], batch["images"], batch["paragraphs"]):
+            for chunk, (image, paragraph) in enumerate(zip(images, paragraphs)):
+                for key, value in zip(out, (article, chunk, topic, image, paragraph)):
+                    out[key].append(value)
+        return out
+
+    raw = articles.cast_column("images", List(Image(decode=False)))
+    rows = raw.map(explode, batched=True, with_indices=True, remove_columns=raw.column_names,
+                   features=Features({"article": Value("int64"), "chunk": Value("int64"), "topic": Value("string"),
+                                      "image": Image(decode=False), "paragraph": Value("string")}))
+    return rows.cast_column("image", Image())
+
+
+def dpo_view(articles: Dataset, max_rejected: Optional[int] = None, seed: int = 0) -> tuple[Dataset, dict]:
+    """One row per chunk: prompt (topic, image i), chosen = paragraph i, rejected = every other
+    paragraph of the article (identical or empty ones dropped; `max_rejected` subsamples, seeded).
+    Articles with one chunk have no rejected and are skipped; the counts come back as stats."""
+    rng = random.Random(seed)
+    rows = {"article": [], "chunk": [], "topic": [], "image": [], "chosen": [], "rejected": []}
+    stats = {"articles": len(articles), "one_chunk_skipped": 0, "rows": 0, "dropped_rejected": 0}
+    raw = articles.cast_column("images", List(Image(decode=False)))
+    for article, record in enumerate(raw):
+        paragraphs = record["paragraphs"]
+        if len(paragraphs) < 2:
+            stats["one_chunk_skipped"] += 1
+            continue
+        for chunk, (image, chosen) in enumerate(zip(record["images"], paragraphs)):
+            others = [p for j, p in enumerate(paragraphs) if j != chunk]
+            rejected = list(dict.fromkeys(p for p in others if p.strip() and p.strip() != chosen.strip()))
+            stats["dropped_rejected"] += len(others) - len(rejected)
+            if not rejected:
+                continue
+            if max_rejected is not None and len(rejected) > max_rejected:
+                rejected = rng.sample(rejected, max_rejected)
+            for key, value in zip(rows, (article, chunk, record["topic"], image, chosen, rejected)):
+                rows[key].append(value)
+    stats["rows"] = len(rows["chosen"])
+    if stats["one_chunk_skipped"]:
+        logger.info("mscDPO view: skipped %d one-chunk article(s) (no rejected paragraph)", stats["one_chunk_skipped"])
+    features = Features({"article": Value("int64"), "chunk": Value("int64"), "topic": Value("string"),
+                         "image": Image(decode=False), "chosen": Value("string"), "rejected": List(Value("string"))})
+    return Dataset.from_dict(rows, features=features).cast_column("image", Image()), stats
+
+
+__all__ = ["ARTICLE_FEATURES", "BadRecordError", "dpo_view", "load_articles", "sft_view"]

@@ -1,0 +1,65 @@
+"""Training outputs as complete Hub model repos: weights, config (auto_map, custom_pipelines), the
+remote-code files, the processor, and README.md rendered from `model_card.md`."""
+
+import os
+from pathlib import Path
+from typing import Optional
+
+from huggingface_hub import ModelCard, ModelCardData
+from transformers.dynamic_module_utils import custom_object_save
+from transformers.pipelines import PIPELINE_REGISTRY
+
+from pipeline_flexmuse import TASK, FlexMuseWritingPipeline
+
+MODEL_CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_card.md"
+
+
+def declare_pipeline(model) -> None:
+    """Record the `"flexmuse"` task in the model config, so `pipeline("flexmuse", model=dir,
+    trust_remote_code=True)` finds it in a saved folder."""
+    info = dict(PIPELINE_REGISTRY.supported_tasks[TASK])
+    info["impl"] = f"pipeline_flexmuse.{FlexMuseWritingPipeline.__name__}"
+    info["pt"] = [cls.__name__ for cls in info["pt"]]
+    info["tf"] = []
+    model.config.custom_pipelines = {TASK: info}
+
+
+def save_pipeline_code(output_dir: str) -> None:
+    """Copy pipeline_flexmuse.py and the modules it imports beside the weights."""
+    custom_object_save(FlexMuseWritingPipeline, output_dir)
+
+
+def save_model_repo(model, processor, output_dir: str, card: Optional[dict] = None) -> None:
+    declare_pipeline(model)
+    model.save_pretrained(output_dir)
+    processor.save_pretrained(output_dir)
+    save_pipeline_code(output_dir)
+    if card is not None:
+        write_model_card(output_dir, **card)
+
+
+def _table(rows: dict) -> str:
+    lines = ["| setting | value |", "|---|---|"]
+    lines += [f"| {key} | `{value}` |" for key, value in rows.items()]
+    return "\n".join(lines)
+
+
+def write_model_card(output_dir: str, base_model: list, datasets: list, language: list, settings: dict,
+                     results: Optional[dict] = None, title: str = "FlexMUSE") -> str:
+    """Render README.md (YAML metadata + text) from the repository's model_card.md template."""
+    data = ModelCardData(
+        library_name="transformers", pipeline_tag="image-text-to-text", license="apache-2.0",
+        tags=["flexmuse", "multimodal-creative-writing", "image-to-text", "t5", "clip"],
+        base_model=[b for b in base_model if b] or None, datasets=[d for d in datasets if d] or None,
+        language=language,
+    )
+    card = ModelCard.from_template(
+        data, template_path=str(MODEL_CARD_TEMPLATE), model_title=title,
+        training_settings=_table(settings), results=_table(results) if results else "No evaluation recorded.",
+    )
+    path = os.path.join(output_dir, "README.md")
+    card.save(path)
+    return path
+
+
+__all__ = ["declare_pipeline", "save_model_repo", "save_pipeline_code", "write_model_card"]
