@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -81,3 +83,40 @@ def make_pipeline(with_t2i=True, seed=0):
 
     components = make_t2i_components(seed) if with_t2i else {}
     return FlexMusePipeline(model=make_model(seed), processor=FlexMuseProcessor.tiny(), **components)
+
+
+FRESH_PROCESS = r"""
+import importlib.util, os, sys, torch
+# hide this repo: neither on sys.path nor through the editable install's finder
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != sys.argv[4]]
+sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in getattr(f, "__name__", type(f).__name__).lower()]
+assert importlib.util.find_spec("modeling_flexmuse") is None, "the repo is importable"
+from transformers import AutoModel, AutoModelForSeq2SeqLM
+torch.set_num_threads(1)  # as in the test process: same kernels, same reduction order
+model_dir, inputs_path, out_path = sys.argv[1:4]
+inputs = torch.load(inputs_path)
+results = {}
+for name, auto_class in (("AutoModel", AutoModel), ("AutoModelForSeq2SeqLM", AutoModelForSeq2SeqLM)):
+    model = auto_class.from_pretrained(model_dir, trust_remote_code=True).eval()
+    assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+    with torch.no_grad():
+        logits = model(**inputs["forward"]).logits
+    results[name] = {"logits": logits, "generated": model.generate(**inputs["generate"])}
+torch.save(results, out_path)
+"""
+
+
+def run_fresh(model_dir, inputs, tmp_path):
+    """Load `model_dir` with AutoModel and AutoModelForSeq2SeqLM (trust_remote_code) in a fresh
+    process that cannot import this repo; return their logits and greedy output for `inputs`."""
+    torch.save(inputs, tmp_path / "inputs.pt")
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1",
+           "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", FRESH_PROCESS, str(model_dir), str(tmp_path / "inputs.pt"),
+         str(tmp_path / "out.pt"), repo],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return torch.load(tmp_path / "out.pt")

@@ -2,51 +2,14 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
 from transformers import ChineseCLIPConfig, ChineseCLIPModel, CLIPConfig, CLIPModel, T5Config, T5ForConditionalGeneration
 
 from configuration_flexmuse import FlexMuseConfig
-from conftest import make_model, open_clip_topic_ids, topic_ids
+from conftest import make_model, open_clip_topic_ids, run_fresh, topic_ids
 from modeling_flexmuse import FlexMuseForConditionalGeneration, FlexMuseMemoryOutput
-
-FRESH_PROCESS = r"""
-import importlib.util, os, sys, torch
-# hide this repo: neither on sys.path nor through the editable install's finder
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != sys.argv[4]]
-sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in getattr(f, "__name__", type(f).__name__).lower()]
-assert importlib.util.find_spec("modeling_flexmuse") is None, "the repo is importable"
-from transformers import AutoModel, AutoModelForSeq2SeqLM
-torch.set_num_threads(1)  # as in the test process: same kernels, same reduction order
-model_dir, inputs_path, out_path = sys.argv[1:4]
-inputs = torch.load(inputs_path)
-results = {}
-for name, auto_class in (("AutoModel", AutoModel), ("AutoModelForSeq2SeqLM", AutoModelForSeq2SeqLM)):
-    model = auto_class.from_pretrained(model_dir, trust_remote_code=True).eval()
-    assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
-    with torch.no_grad():
-        logits = model(**inputs["forward"]).logits
-    results[name] = {"logits": logits, "generated": model.generate(**inputs["generate"])}
-torch.save(results, out_path)
-"""
-
-
-def _run_fresh(model_dir, inputs, tmp_path):
-    torch.save(inputs, tmp_path / "inputs.pt")
-    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1",
-           "HF_MODULES_CACHE": str(tmp_path / "modules")}
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run(
-        [sys.executable, "-I", "-c", FRESH_PROCESS, str(model_dir), str(tmp_path / "inputs.pt"),
-         str(tmp_path / "out.pt"), repo],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return torch.load(tmp_path / "out.pt")
-
 
 @pytest.mark.parametrize("backend", ["transformers", "open_clip"])
 def test_fresh_process_round_trip(backend, tmp_path):
@@ -68,7 +31,7 @@ def test_fresh_process_round_trip(backend, tmp_path):
         expected_logits = model(**forward).logits
     expected_generated = model.generate(**generate)
 
-    results = _run_fresh(model_dir, {"forward": forward, "generate": generate}, tmp_path)
+    results = run_fresh(model_dir, {"forward": forward, "generate": generate}, tmp_path)
     for name, got in results.items():
         diff = (got["logits"] - expected_logits).abs().max().item()
         assert torch.equal(got["logits"], expected_logits), (name, diff)  # bit-identical

@@ -1,10 +1,17 @@
 """Batches of SFT rows for FlexMUSE, with an optional cache of frozen-encoder features."""
 
+import hashlib
 from typing import Optional
 
 import torch
 
 from images_flexmuse import load_image
+
+
+def image_key(image) -> tuple:
+    """Cache key from the pixels: one collator serves the train and the eval rows, whose article
+    numbers overlap, and a repeated image is then encoded once."""
+    return image.size, image.mode, hashlib.blake2b(image.tobytes(), digest_size=16).digest()
 
 
 class FrozenFeatureCache:
@@ -67,7 +74,7 @@ class FlexMuseCollator:
             batch["input_ids"] = text["input_ids"]
             batch["pixel_values"] = self.processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
         else:
-            keys = [(row["article"], row["chunk"]) for row in rows]
+            keys = [image_key(image) for image in images]
             batch["image_features"] = self.cache.image_features(keys, images, self.processor.image_processor)
             batch["topic_features"] = self.cache.topic_features(text["input_ids"], text["attention_mask"])
         return batch

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from PIL import Image, ImageDraw
 
 IMAGE_SIZE = 64
+CORPUS_MARKER = "flexmuse_corpus.json"
 SPLIT_SEED_OFFSETS = {"train": 0, "validation": 1_000_003, "test": 2_000_003}
 
 # theme: (zh, en, background RGB)
@@ -121,8 +122,16 @@ def make_corpus(out: str, articles: int, seed: int = 0, lang: str = "zh", eval_a
     least 8) under `out`, each split from its own seed."""
     eval_articles = eval_articles or max(8, articles // 8)
     sizes = {"train": articles, "validation": eval_articles, "test": eval_articles}
-    return {split: write_split(os.path.join(out, split), n, seed + SPLIT_SEED_OFFSETS[split], lang)
-            for split, n in sizes.items()}
+    counts = {split: write_split(os.path.join(out, split), n, seed + SPLIT_SEED_OFFSETS[split], lang)
+              for split, n in sizes.items()}
+    with open(os.path.join(out, CORPUS_MARKER), "w", encoding="utf-8") as handle:
+        json.dump({"seed": seed, "lang": lang, "articles": counts}, handle)
+    return counts
 
 
-__all__ = ["make_articles", "make_corpus", "paragraph_text", "topic_text"]
+def is_offline_corpus(path: str) -> bool:
+    """Whether `path` was written by `make_corpus` (model cards then say what such a model can do)."""
+    return os.path.isfile(os.path.join(os.fspath(path), CORPUS_MARKER))
+
+
+__all__ = ["is_offline_corpus", "make_articles", "make_corpus", "paragraph_text", "topic_text"]

@@ -182,7 +182,7 @@ def dpo_view(articles: Dataset, max_rejected: Optional[int] = None, seed: int = 
             continue
         for chunk, (image, chosen) in enumerate(zip(record["images"], paragraphs)):
             others = [p for j, p in enumerate(paragraphs) if j != chunk]
-            rejected = list(dict.fromkeys(p for p in others if p.strip() and p.strip() != chosen.strip()))
+            rejected = list(dict.fromkeys(p.strip() for p in others if p.strip() and p.strip() != chosen.strip()))
             stats["dropped_rejected"] += len(others) - len(rejected)
             if not rejected:
                 continue

@@ -45,7 +45,8 @@ def _table(rows: dict) -> str:
 
 
 def write_model_card(output_dir: str, base_model: list, datasets: list, language: list, settings: dict,
-                     results: Optional[dict] = None, title: str = "FlexMUSE") -> str:
+                     results: Optional[dict] = None, title: str = "FlexMUSE", repo_id: Optional[str] = None,
+                     offline_corpus: bool = False) -> str:
     """Render README.md (YAML metadata + text) from the repository's model_card.md template."""
     data = ModelCardData(
         library_name="transformers", pipeline_tag="image-text-to-text", license="apache-2.0",
@@ -54,7 +55,8 @@ def write_model_card(output_dir: str, base_model: list, datasets: list, language
         language=language,
     )
     card = ModelCard.from_template(
-        data, template_path=str(MODEL_CARD_TEMPLATE), model_title=title,
+        data, template_path=str(MODEL_CARD_TEMPLATE), model_title=title, offline_corpus=offline_corpus,
+        repo_id=repo_id or os.path.basename(os.path.abspath(output_dir)),
         training_settings=_table(settings), results=_table(results) if results else "No evaluation recorded.",
     )
     path = os.path.join(output_dir, "README.md")

@@ -23,6 +23,7 @@ from modeling_flexmuse import FlexMuseForConditionalGeneration  # noqa: E402
 from pipeline_flexmuse import write_articles  # noqa: E402
 from processing_flexmuse import FlexMuseProcessor  # noqa: E402
 from training.collator import FlexMuseCollator, FrozenFeatureCache  # noqa: E402
+from training.corpus import is_offline_corpus  # noqa: E402
 from training.data import load_articles, sft_view  # noqa: E402
 from training.hub import declare_pipeline, save_model_repo, save_pipeline_code  # noqa: E402
 from training.metrics import alignment_accuracy, rouge_l  # noqa: E402
@@ -36,7 +37,7 @@ class FlexMuseSFTArguments:
 
     dataset: str = field(default="data/corpus", metadata={"help": "articles: folder, JSONL/CSV, or Hub dataset"})
     train_split: str = "train"
-    eval_split: Optional[str] = field(default="validation", metadata={"help": "None: no evaluation"})
+    eval_split: str = field(default="validation", metadata={"help": "empty: no evaluation"})
     skip_bad: bool = field(default=False, metadata={"help": "skip (and count) bad records instead of failing"})
     model_name_or_path: Optional[str] = field(default=None, metadata={"help": "a saved FlexMUSE model to start from"})
     preset: str = field(default="tiny", metadata={"help": "without model_name_or_path: tiny | base | base-en"})
@@ -176,7 +177,8 @@ def main(argv=None):
         card = {"base_model": [args.model_name_or_path or args.encoder_name_or_path or components.get("encoder"),
                                args.decoder_name_or_path or components.get("decoder")],
                 "datasets": [args.dataset if not os.path.exists(args.dataset) else None],
-                "language": [lang], "settings": settings,
+                "language": [lang], "settings": settings, "offline_corpus": is_offline_corpus(args.dataset),
+                "repo_id": training_args.hub_model_id,
                 "results": {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}}
         save_model_repo(final, processor, training_args.output_dir, card=card)
         info = {"world_size": training_args.world_size, "global_step": trainer.state.global_step,

@@ -1,0 +1,150 @@
+"""ArtMUSE data: loaders, validation of bad records, the SFT and mscDPO views, the collator, the
+feature cache and the offline corpus."""
+
+import csv
+import json
+import logging
+import os
+
+import pytest
+import torch
+from datasets import Dataset
+from PIL import Image
+
+from conftest import make_model
+from processing_flexmuse import FlexMuseProcessor
+from training.collator import FlexMuseCollator, FrozenFeatureCache
+from training.corpus import COLORS, is_offline_corpus, make_articles, make_corpus
+from training.data import BadRecordError, dpo_view, load_articles, sft_view
+
+
+def _image(path, color):
+    Image.new("RGB", (16, 16), color).save(path)
+    return os.path.basename(path)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """Two articles in the imagefolder layout (flat: metadata.jsonl beside the images)."""
+    names = [_image(tmp_path / f"{i}.png", (40 * i, 0, 0)) for i in range(5)]
+    rows = [{"file_names": names[:2], "topic": "海边", "paragraphs": ["红色。", "蓝色。"], "lang": "zh"},
+            {"file_names": names[2:], "topic": "森林", "paragraphs": ["一。", "二。", "三。"], "lang": "zh"}]
+    (tmp_path / "metadata.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n")
+    return tmp_path, rows
+
+
+def test_folder_jsonl_csv_and_dataset_load_the_same_articles(folder):
+    path, rows = folder
+    from_folder = load_articles(str(path))
+    rows = [{"images": r["file_names"], **{k: v for k, v in r.items() if k != "file_names"}} for r in rows]
+    jsonl = path / "articles.jsonl"
+    jsonl.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows))
+    with open(path / "articles.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["topic", "images", "paragraphs", "lang"])
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({**r, "images": json.dumps(r["images"]), "paragraphs": json.dumps(r["paragraphs"])})
+    loaded = [from_folder, load_articles(str(jsonl)), load_articles(str(path / "articles.csv")),
+              load_articles(Dataset.from_list([{**r, "images": [str(path / n) for n in r["images"]]} for r in rows]))]
+    for articles in loaded:
+        assert articles["topic"] == ["海边", "森林"]
+        assert articles["paragraphs"] == [["红色。", "蓝色。"], ["一。", "二。", "三。"]]
+        assert [len(images) for images in articles["images"]] == [2, 3]
+        assert articles[1]["images"][2].getpixel((0, 0)) == (160, 0, 0)  # datasets.Image decodes to PIL
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: r.update(paragraphs=["只有一段。"]), r"record 1 \('森林'\): 3 images but 1 paragraphs"),
+    (lambda r: r.update(file_names=["2.png", "gone.png", "4.png"]), r"record 1 .*'images'\[1\]: image file not found"),
+    (lambda r: r["paragraphs"].__setitem__(2, "  "), r"record 1 .*field 'paragraphs'\[2\] is empty"),
+    (lambda r: r.update(topic=""), r"record 1 .*field 'topic' is empty"),
+    (lambda r: r.update(file_names=["2.png", "broken.png", "4.png"]), r"'images'\[1\]: unreadable image"),
+])
+def test_bad_records_name_record_and_field_or_are_skipped_and_counted(folder, change, message, caplog):
+    path, rows = folder
+    (path / "broken.png").write_bytes(b"\x89PNG not really")
+    change(rows[1])
+    (path / "metadata.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows))
+    with pytest.raises(BadRecordError, match=message):
+        load_articles(str(path))
+    with caplog.at_level(logging.WARNING):
+        articles = load_articles(str(path), skip_bad=True)
+    assert articles["topic"] == ["海边"]
+    assert "skipped 1 bad article(s) of 2" in caplog.text
+
+
+def test_sft_view_has_one_row_per_chunk(folder):
+    rows = sft_view(load_articles(str(folder[0])))
+    assert len(rows) == 5
+    assert rows["article"] == [0, 0, 1, 1, 1] and rows["chunk"] == [0, 1, 0, 1, 2]
+    assert rows[3]["paragraph"] == "二。" and rows[3]["topic"] == "森林"
+    assert rows[3]["image"].getpixel((0, 0)) == (120, 0, 0)
+
+
+def test_dpo_view_rejects_the_other_paragraphs_of_the_article(tmp_path):
+    image = _image(tmp_path / "a.png", (0, 0, 0))
+    articles = load_articles(Dataset.from_list([
+        {"topic": "t1", "images": [str(tmp_path / image)] * 4, "paragraphs": ["a", "b", "a ", "c"]},
+        {"topic": "t2", "images": [str(tmp_path / image)], "paragraphs": ["alone"]},
+    ]))
+    view, stats = dpo_view(articles)
+    assert stats["one_chunk_skipped"] == 1 and stats["rows"] == 4
+    assert view["chosen"] == ["a", "b", "a ", "c"]
+    # "a" and "a " are one paragraph: never rejected for each other, never twice
+    assert view["rejected"] == [["b", "c"], ["a", "c"], ["b", "c"], ["a", "b"]]
+    assert stats["dropped_rejected"] == 4
+    capped, _ = dpo_view(articles, max_rejected=1, seed=3)
+    assert all(len(r) == 1 and r[0] in full for r, full in zip(capped["rejected"], view["rejected"]))
+    assert capped["rejected"] == dpo_view(articles, max_rejected=1, seed=3)[0]["rejected"]
+
+
+def test_collator_labels_padding_is_ignored_and_topics_are_shared(folder):
+    processor = FlexMuseProcessor.tiny()
+    rows = list(sft_view(load_articles(str(folder[0]))))
+    batch = FlexMuseCollator(processor)(rows)
+    assert batch["input_ids"].shape[0] == 2  # two distinct topics for five rows
+    assert batch["topic_index"].tolist() == [0, 0, 1, 1, 1]
+    assert batch["pixel_values"].shape == (5, 3, 32, 32)
+    for row, label in zip(rows, batch["labels"]):
+        ids = processor.tokenizer(row["paragraph"])["input_ids"]
+        assert label[: len(ids)].tolist() == ids
+        assert (label[len(ids):] == -100).all()
+
+
+def test_feature_cache_gives_the_recomputed_loss_and_encodes_each_image_once(tmp_path):
+    make_corpus(str(tmp_path), articles=6, seed=0, eval_articles=2)
+    rows = list(sft_view(load_articles(str(tmp_path), "train")))
+    model, processor = make_model(), FlexMuseProcessor.tiny()
+    cache = FrozenFeatureCache(model)
+    with torch.no_grad():
+        for epoch in range(2):
+            for start in range(0, len(rows), 4):
+                part = rows[start: start + 4]
+                fresh = model(**FlexMuseCollator(processor)(part), gate_mode="open").loss
+                cached = model(**FlexMuseCollator(processor, cache)(part), gate_mode="open").loss
+                assert torch.allclose(fresh, cached, atol=1e-6), (epoch, start)
+            assert cache.computed == len(rows)  # flat after the first epoch
+    model.mme.requires_grad_(True)
+    with pytest.raises(ValueError, match="frozen encoder"):
+        FrozenFeatureCache(model)
+
+
+def test_offline_corpus_is_deterministic_and_text_follows_the_image(tmp_path):
+    counts = make_corpus(str(tmp_path / "a"), articles=12, seed=5, lang="en")
+    make_corpus(str(tmp_path / "b"), articles=12, seed=5, lang="en")
+    assert counts == {"train": 12, "validation": 8, "test": 8} and is_offline_corpus(str(tmp_path / "a"))
+    for split in counts:
+        a, b = (load_articles(str(tmp_path / d), split) for d in "ab")
+        assert a["paragraphs"] == b["paragraphs"]
+        assert list(a[0]["images"][0].getdata()) == list(b[0]["images"][0].getdata())
+    train, test = (load_articles(str(tmp_path / "a"), s) for s in ("train", "test"))
+    assert train["paragraphs"] != test["paragraphs"][: len(train)]  # splits come from different seeds
+    for topic, images, paragraphs in make_articles(20, seed=1, lang="zh"):
+        theme = topic.split("的")[0]
+        assert all(p.startswith(topic) and theme in p for p in paragraphs)  # shared topic words
+        assert len(set(paragraphs)) == len(paragraphs) == len(images)
+        for image, paragraph in zip(images, paragraphs):  # the colour named is the colour drawn
+            drawn = {name for name, _, rgb in COLORS if rgb in set(image.getdata())}
+            assert drawn == {name for name, _, _ in COLORS if name in paragraph}
+    with pytest.raises(ValueError, match="lang must be"):
+        next(make_articles(1, 0, "fr"))

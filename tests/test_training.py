@@ -1,0 +1,146 @@
+"""SFT (`training/sft.py`): learning on the offline corpus, resume, two processes, LoRA, and the
+output folder as a Hub model repo."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from safetensors.torch import load_file
+from transformers import pipeline
+
+from configuration_flexmuse import FlexMuseConfig
+from conftest import run_fresh
+from modeling_flexmuse import FlexMuseForConditionalGeneration
+from pipeline_flexmuse import FlexMusePipeline
+from training import sft
+from training.corpus import make_corpus
+from training.demo import evaluate_model
+from training.data import load_articles
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(REPO, "training", "configs", "tiny.yaml")
+
+
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("corpus")
+    make_corpus(str(path), articles=24, seed=0, eval_articles=4)
+    return str(path)
+
+
+def _args(corpus, out, *extra):
+    return ["--config", CONFIG, "--dataset", str(corpus), "--output_dir", str(out), "--disable_tqdm", "true",
+            "--logging_steps", "1", *extra]
+
+
+def _short(steps=4, *extra):
+    """A few steps of batch 8 with no evaluation and no checkpoints unless asked."""
+    return ["--max_steps", str(steps), "--per_device_train_batch_size", "8", "--warmup_steps", "0",
+            "--eval_strategy", "no", "--save_strategy", "no", "--eval_split", "", *extra]
+
+
+def test_sft_learns_the_corpus(tmp_path):
+    """Held-out ROUGE-L ≥ 0.6 and alignment accuracy ≥ 0.9 after SFT of the tiny preset."""
+    corpus = tmp_path / "corpus"
+    make_corpus(str(corpus), articles=200, seed=0, eval_articles=16)
+    metrics = sft.main(_args(corpus, tmp_path / "out", "--max_steps", "600", "--eval_strategy", "no",
+                             "--save_strategy", "no", "--eval_articles", "4", "--logging_steps", "100"))
+    assert metrics["train_loss"] < 1.0 and "eval_rouge_l" in metrics
+    test = load_articles(str(corpus), "test")
+    pipe = FlexMusePipeline.from_model(str(tmp_path / "out"))
+    with torch.no_grad():
+        _, rouge, alignment = evaluate_model(pipe, test, "zh", max_new_tokens=160)
+    print(f"held-out ROUGE-L {rouge:.3f}, alignment accuracy {alignment:.3f}")
+    assert rouge >= 0.6, rouge
+    assert alignment >= 0.9, alignment
+
+
+def test_resume_ends_with_the_uninterrupted_weights(small_corpus, tmp_path, monkeypatch):
+    steps = []
+    step = sft.FlexMuseTrainer.training_step
+    monkeypatch.setattr(sft.FlexMuseTrainer, "training_step", lambda self, *a, **k: steps.append(1) or step(self, *a, **k))
+    common = _short(8, "--save_strategy", "steps", "--save_steps", "4", "--save_total_limit", "3")
+    sft.main(_args(small_corpus, tmp_path / "full", *common))
+    checkpoint = tmp_path / "full" / "checkpoint-4"
+    assert (checkpoint / "model.safetensors").is_file() and (checkpoint / "modeling_flexmuse.py").is_file()
+    assert len(steps) == 8
+    sft.main(_args(small_corpus, tmp_path / "resumed", *common, "--resume_from_checkpoint", str(checkpoint)))
+    assert len(steps) == 12  # the resumed run trained steps 5-8 only
+    full = load_file(tmp_path / "full" / "model.safetensors")
+    resumed = load_file(tmp_path / "resumed" / "model.safetensors")
+    assert full.keys() == resumed.keys()
+    for key in full:
+        assert torch.allclose(full[key], resumed[key], atol=1e-6, rtol=0), key
+    assert not torch.equal(full["fusion.w_q"], load_file(checkpoint / "model.safetensors")["fusion.w_q"])
+
+
+def test_two_processes_train_save_and_load_in_a_fresh_process(small_corpus, tmp_path):
+    out = tmp_path / "out"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+         os.path.join(REPO, "training", "sft.py"),
+         *_args(small_corpus, out, *_short(3, "--eval_split", "validation", "--eval_articles", "2",
+                                            "--eval_max_new_tokens", "8"))],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    info = json.loads((out / "train_info.json").read_text())
+    assert info["world_size"] == 2 and info["global_step"] == 3
+    assert {"eval_loss", "eval_rouge_l", "eval_alignment_accuracy"} <= set(info["metrics"])
+
+    files = set(os.listdir(out))
+    assert {"config.json", "model.safetensors", "configuration_flexmuse.py", "modeling_flexmuse.py",
+            "processing_flexmuse.py", "pipeline_flexmuse.py", "processor_config.json", "tokenizer_config.json",
+            "README.md"} <= files
+    assert set(json.loads((out / "config.json").read_text())["auto_map"]) >= {"AutoConfig", "AutoModel"}
+    card = ModelCard.load(out / "README.md")
+    assert card.data.library_name == "transformers" and card.data.pipeline_tag
+    assert {"flexmuse"} <= set(card.data.tags) and card.data.license == "apache-2.0"
+    assert "| processes | `2` |" in card.text and "procedural corpus" in card.text
+
+    model = FlexMuseForConditionalGeneration.from_pretrained(out).eval()
+    writer = pipeline("flexmuse", model=str(out), trust_remote_code=True)
+    test = load_articles(small_corpus, "test")
+    article = writer(test[0]["topic"], images=test[0]["images"], seed=0, max_new_tokens=8)
+    assert len(article.paragraphs) == len(test[0]["images"])
+
+    batch = writer.processor(test[0]["topic"], test[0]["images"])
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values")}
+    forward = {**inputs, "decoder_input_ids": torch.zeros(len(test[0]["images"]), 1, dtype=torch.long),
+               "gate_mode": "open"}
+    generate = {**inputs, "gate_mode": "open", "max_new_tokens": 6}
+    with torch.no_grad():
+        expected_logits = model(**forward).logits
+    expected = model.generate(**generate)
+    for name, got in run_fresh(out, {"forward": forward, "generate": generate}, tmp_path).items():
+        assert torch.equal(got["logits"], expected_logits), name
+        assert torch.equal(got["generated"], expected), name
+
+
+def test_lora_trains_the_decoder_attention_and_saves_merged(small_corpus, tmp_path):
+    sft.main(_args(small_corpus, tmp_path / "out", *_short(3, "--use_lora", "true", "--learning_rate", "1e-2")))
+    saved = load_file(tmp_path / "out" / "model.safetensors")
+    assert not any("lora" in key for key in saved)
+    torch.manual_seed(0)  # the initial weights: the run builds the tiny preset right after set_seed(0)
+    start = FlexMuseForConditionalGeneration(FlexMuseConfig.tiny()).state_dict()
+    changed = {key for key in saved if not torch.equal(saved[key], start[key])}
+    assert "decoder.block.0.layer.0.SelfAttention.q.weight" in changed  # merged LoRA update
+    assert any(key.startswith("fusion.") for key in changed)  # trained in full (modules_to_save)
+    assert not any(".DenseReluDense." in key or key.startswith("mme.") for key in changed)
+
+
+@pytest.mark.parametrize("name, preset", [("tiny", "tiny"), ("base", "base"), ("base-en", "base-en")])
+def test_yaml_configs_parse_with_command_line_overrides(name, preset):
+    config = os.path.join(REPO, "training", "configs", f"{name}.yaml")
+    parser = sft.TrlParser((sft.FlexMuseSFTArguments, sft.TrainingArguments))
+    # bf16 is overridden because this machine has no GPU; the override is what is under test
+    args, training_args = parser.parse_args_and_config(["--config", config, "--bf16", "false", "--learning_rate", "1e-4"])
+    assert args.preset == preset and args.freeze_encoder
+    assert training_args.learning_rate == 1e-4 and training_args.max_steps > 0
+    with pytest.raises(ValueError, match="no_such_option"):
+        parser.parse_args_and_config(["--config", config, "--bf16", "false", "--no_such_option", "1"])
