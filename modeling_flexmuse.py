@@ -61,6 +61,12 @@ class FlexMuseSeq2SeqLMOutput(Seq2SeqLMOutput):
     gate_keep: Optional[torch.BoolTensor] = None
 
 
+def sequence_log_probs(logits: torch.Tensor, labels: torch.LongTensor) -> torch.Tensor:
+    """Sum over positions of log p(labels) under `logits` (M, T, vocab); -100 labels count 0. (M,)"""
+    token_logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, labels.clamp(min=0)[..., None])[..., 0]
+    return (token_logp * (labels != -100)).sum(-1)
+
+
 class MsaGate(nn.Module):
     r"""
     Modality semantic alignment gate, paper Eq. 1.
@@ -87,6 +93,7 @@ class MsaGate(nn.Module):
         mode: str = "sample",
         generator: Optional[torch.Generator] = None,
         keep: Optional[torch.Tensor] = None,
+        u: Optional[torch.Tensor] = None,
     ) -> MsaGateOutput:
         sigma = self.similarity(text_embeds, image_embeds)
         batch = sigma.shape[0]
@@ -100,9 +107,11 @@ class MsaGate(nn.Module):
         elif mode == "closed":
             keep = torch.zeros(batch, dtype=torch.bool, device=sigma.device)
         elif mode == "sample":
-            device = generator.device if generator is not None else sigma.device
-            u = torch.rand(batch, generator=generator, device=device).to(sigma.device)
-            keep = sigma < self.low + (self.high - self.low) * u
+            if u is None:
+                device = generator.device if generator is not None else sigma.device
+                u = torch.rand(batch, generator=generator, device=device)
+            # u in [0, 1) rescaled to U(low, high); a caller-given u fixes the decision per example
+            keep = sigma < self.low + (self.high - self.low) * u.to(sigma.device).reshape(-1)
         else:
             raise ValueError(f"gate_mode must be 'sample', 'open' or 'closed', got {mode!r}")
         return MsaGateOutput(similarity=sigma, keep=keep)
@@ -370,11 +379,14 @@ class FlexMuseForConditionalGeneration(FlexMusePreTrainedModel, GenerationMixin)
         generator: Optional[torch.Generator] = None,
         topic_features: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
         image_features: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+        gate_u: Optional[torch.Tensor] = None,
     ) -> FlexMuseMemoryOutput:
         """Encode topics and images and build the decoder memory (one row per image).
 
         `topic_features` / `image_features` are `(pooled, tokens)` from `encode_topics` /
-        `encode_images`, computed earlier (a frozen encoder's features can be cached).
+        `encode_images`, computed earlier (a frozen encoder's features can be cached). `gate_u`
+        (num_images,) in [0, 1) replaces the msaGate's random draws, so an example's decision can be
+        the same in several forwards (mscDPO's policy and reference).
         """
         if topic_features is None:
             topic_pooled, topic_tokens, topic_mask = self.encode_topics(input_ids, attention_mask)
@@ -394,7 +406,7 @@ class FlexMuseForConditionalGeneration(FlexMusePreTrainedModel, GenerationMixin)
 
         if self.config.use_gate:
             gate = self.gate(z_t, image_pooled, mode=gate_mode or self.config.gate_mode, generator=generator,
-                             keep=gate_keep)
+                             keep=gate_keep, u=gate_u)
         else:
             gate = MsaGateOutput(similarity=self.gate.similarity(z_t, image_pooled),
                                  keep=torch.ones(z_t.shape[0], dtype=torch.bool, device=z_t.device))
@@ -444,6 +456,8 @@ class FlexMuseForConditionalGeneration(FlexMusePreTrainedModel, GenerationMixin)
         generator: Optional[torch.Generator] = None,
         topic_features: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
         image_features: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+        gate_u: Optional[torch.Tensor] = None,
+        memory_index: Optional[torch.LongTensor] = None,
         return_dict: Optional[bool] = None,
         **kwargs,
     ) -> FlexMuseSeq2SeqLMOutput:
@@ -463,17 +477,24 @@ class FlexMuseForConditionalGeneration(FlexMusePreTrainedModel, GenerationMixin)
             generator (`torch.Generator`, *optional*): seeds the msaGate thresholds u.
             topic_features, image_features (`tuple`, *optional*): precomputed `(pooled, tokens)` CLIP
                 features replacing `input_ids` / `pixel_values` (see `get_memory`).
+            gate_u (`torch.FloatTensor` of shape `(num_images,)`, *optional*): the msaGate's u, given.
+            memory_index (`torch.LongTensor` of shape `(num_rows,)`, *optional*): decoder row m reads
+                memory row `memory_index[m]`, so several paragraphs (mscDPO's chosen and rejected) are
+                scored against one image's memory, built once.
         """
         if encoder_outputs is None:
             if (input_ids is None and topic_features is None) or (pixel_values is None and image_features is None):
                 raise ValueError("FlexMUSE needs input_ids (topics) and pixel_values (images), or encoder_outputs")
             encoder_outputs = self.get_memory(
                 input_ids, pixel_values, attention_mask, topic_index, gate_mode, gate_keep, generator,
-                topic_features, image_features,
+                topic_features, image_features, gate_u,
             )
             memory_mask = encoder_outputs.attention_mask
         else:
             memory_mask = attention_mask if attention_mask is not None else encoder_outputs.attention_mask
+        memory = encoder_outputs.last_hidden_state
+        if memory_index is not None:
+            memory, memory_mask = memory[memory_index], memory_mask[memory_index]
 
         if labels is not None and decoder_input_ids is None:
             decoder_input_ids = self._shift_right(labels)
@@ -482,7 +503,7 @@ class FlexMuseForConditionalGeneration(FlexMusePreTrainedModel, GenerationMixin)
         decoder_outputs = self.decoder(
             input_ids=decoder_input_ids,
             attention_mask=decoder_attention_mask,
-            encoder_hidden_states=encoder_outputs.last_hidden_state,
+            encoder_hidden_states=memory,
             encoder_attention_mask=memory_mask,
             past_key_values=past_key_values,
             use_cache=use_cache,
@@ -519,13 +540,9 @@ class FlexMuseForConditionalGeneration(FlexMusePreTrainedModel, GenerationMixin)
         memory (alignment accuracy, mscDPO's chosen and rejected) reuses the memory, no re-encoding.
         Returns (M,).
         """
-        memory, mask = encoder_outputs.last_hidden_state, encoder_outputs.attention_mask
-        if memory_index is not None:
-            memory, mask = memory[memory_index], mask[memory_index]
-        logits = self(encoder_outputs=FlexMuseMemoryOutput(last_hidden_state=memory), attention_mask=mask,
-                      labels=labels, use_cache=False).logits  # (M, T, vocab)
-        token_logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, labels.clamp(min=0)[..., None])[..., 0]
-        return (token_logp * (labels != -100)).sum(-1)
+        logits = self(encoder_outputs=encoder_outputs, attention_mask=encoder_outputs.attention_mask,
+                      labels=labels, memory_index=memory_index, use_cache=False).logits  # (M, T, vocab)
+        return sequence_log_probs(logits, labels)
 
     def generate(
         self,
@@ -613,4 +630,5 @@ __all__ = [
     "FlexMuseMemoryOutput",
     "FlexMusePreTrainedModel",
     "MsaGate",
+    "sequence_log_probs",
 ]

@@ -134,13 +134,30 @@ def test_lora_trains_the_decoder_attention_and_saves_merged(small_corpus, tmp_pa
     assert not any(".DenseReluDense." in key or key.startswith("mme.") for key in changed)
 
 
-@pytest.mark.parametrize("name, preset", [("tiny", "tiny"), ("base", "base"), ("base-en", "base-en")])
-def test_yaml_configs_parse_with_command_line_overrides(name, preset):
+@pytest.mark.parametrize("name", ["tiny", "base", "base-en"])
+def test_yaml_configs_parse_for_both_stages_with_command_line_overrides(name):
+    from training.args import parse_stage_args
+    from training.dpo import FlexMuseDPOArguments, MscDPOConfig
+
     config = os.path.join(REPO, "training", "configs", f"{name}.yaml")
-    parser = sft.TrlParser((sft.FlexMuseSFTArguments, sft.TrainingArguments))
     # bf16 is overridden because this machine has no GPU; the override is what is under test
-    args, training_args = parser.parse_args_and_config(["--config", config, "--bf16", "false", "--learning_rate", "1e-4"])
-    assert args.preset == preset and args.freeze_encoder
+    args, training_args = parse_stage_args((sft.FlexMuseSFTArguments, sft.TrainingArguments), "sft",
+                                           ["--config", config, "--bf16", "false", "--learning_rate", "1e-4"])
+    assert args.preset == name and args.freeze_encoder
     assert training_args.learning_rate == 1e-4 and training_args.max_steps > 0
+    dpo_args, dpo_config = parse_stage_args((FlexMuseDPOArguments, MscDPOConfig), "dpo",
+                                            ["--config", config, "--bf16", "false"])
+    assert dpo_args.model_name_or_path == training_args.output_dir  # DPO starts where SFT saved
+    assert dpo_config.max_rejected == 3 and dpo_config.beta > 0
     with pytest.raises(ValueError, match="no_such_option"):
-        parser.parse_args_and_config(["--config", config, "--bf16", "false", "--no_such_option", "1"])
+        parse_stage_args((sft.FlexMuseSFTArguments, sft.TrainingArguments), "sft",
+                         ["--config", config, "--bf16", "false", "--no_such_option", "1"])
+
+
+def test_a_config_setting_unknown_to_its_stage_is_an_error(tmp_path):
+    from training.args import parse_stage_args
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("sft:\n  max_steps: 3\n  beta: 0.1\n")  # beta is a DPO setting
+    with pytest.raises(ValueError, match="unknown settings for the sft stage"):
+        parse_stage_args((sft.FlexMuseSFTArguments, sft.TrainingArguments), "sft", ["--config", str(path)])

@@ -1,6 +1,7 @@
 """Training outputs as complete Hub model repos: weights, config (auto_map, custom_pipelines), the
 remote-code files, the processor, and README.md rendered from `model_card.md`."""
 
+import json
 import os
 from pathlib import Path
 from typing import Optional
@@ -38,6 +39,19 @@ def save_model_repo(model, processor, output_dir: str, card: Optional[dict] = No
         write_model_card(output_dir, **card)
 
 
+def save_run(model, processor, output_dir: str, base_model: list, dataset: str, language: str, settings: dict,
+             metrics: dict, arguments: dict, world_size: int, global_step: int, offline_corpus: bool = False,
+             repo_id: Optional[str] = None) -> None:
+    """End of a training run: the model repo with its card, and train_info.json (what actually ran)."""
+    card = {"base_model": base_model, "datasets": [None if os.path.exists(dataset) else dataset],
+            "language": [language], "settings": settings, "offline_corpus": offline_corpus, "repo_id": repo_id,
+            "results": {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}}
+    save_model_repo(model, processor, output_dir, card=card)
+    info = {"world_size": world_size, "global_step": global_step, "metrics": metrics, "arguments": arguments}
+    with open(os.path.join(output_dir, "train_info.json"), "w", encoding="utf-8") as handle:
+        json.dump(info, handle, indent=2, default=str)
+
+
 def _table(rows: dict) -> str:
     lines = ["| setting | value |", "|---|---|"]
     lines += [f"| {key} | `{value}` |" for key, value in rows.items()]
@@ -64,4 +78,4 @@ def write_model_card(output_dir: str, base_model: list, datasets: list, language
     return path
 
 
-__all__ = ["declare_pipeline", "save_model_repo", "save_pipeline_code", "write_model_card"]
+__all__ = ["declare_pipeline", "save_model_repo", "save_pipeline_code", "save_run", "write_model_card"]

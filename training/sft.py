@@ -6,7 +6,6 @@ Every field of `FlexMuseSFTArguments` and of transformers' `TrainingArguments` c
 YAML file and overridden on the command line.
 """
 
-import json
 import logging
 import os
 import sys
@@ -15,17 +14,17 @@ from typing import Optional
 
 import torch
 from transformers import Trainer, TrainingArguments, set_seed
-from trl import TrlParser
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script from a checkout
 from configuration_flexmuse import PRESET_COMPONENTS, FlexMuseConfig  # noqa: E402
 from modeling_flexmuse import FlexMuseForConditionalGeneration  # noqa: E402
 from pipeline_flexmuse import write_articles  # noqa: E402
 from processing_flexmuse import FlexMuseProcessor  # noqa: E402
+from training.args import parse_stage_args  # noqa: E402
 from training.collator import FlexMuseCollator, FrozenFeatureCache  # noqa: E402
 from training.corpus import is_offline_corpus  # noqa: E402
 from training.data import load_articles, sft_view  # noqa: E402
-from training.hub import declare_pipeline, save_model_repo, save_pipeline_code  # noqa: E402
+from training.hub import declare_pipeline, save_pipeline_code, save_run  # noqa: E402
 from training.metrics import alignment_accuracy, rouge_l  # noqa: E402
 
 logger = logging.getLogger("flexmuse.sft")
@@ -78,15 +77,15 @@ def build_model_and_processor(args: FlexMuseSFTArguments):
     return model, processor
 
 
-def apply_lora(model, args: FlexMuseSFTArguments):
-    from peft import LoraConfig, get_peft_model
+def lora_config(model, args):
+    """LoRA on the decoder's attention; the fusion and memory projections, new in FlexMUSE, train in full."""
+    from peft import LoraConfig
 
-    config = LoraConfig(
+    return LoraConfig(
         r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
         target_modules=r"decoder\.block\.\d+\.layer\.\d+\.(SelfAttention|EncDecAttention)\.(q|k|v|o)",
         modules_to_save=[name for name in ("fusion", "memory") if getattr(model, name, None) is not None],
     )
-    return get_peft_model(model, config)
 
 
 class FlexMuseTrainer(Trainer):
@@ -134,8 +133,7 @@ class FlexMuseTrainer(Trainer):
 
 
 def main(argv=None):
-    parser = TrlParser((FlexMuseSFTArguments, TrainingArguments))
-    args, training_args = parser.parse_args_and_config(argv)
+    args, training_args = parse_stage_args((FlexMuseSFTArguments, TrainingArguments), "sft", argv)
     training_args.remove_unused_columns = False  # the collator needs the image and text columns
     logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -148,7 +146,9 @@ def main(argv=None):
     lang = (train_articles[0]["lang"] or "zh") if len(train_articles) else "zh"
     cache = FrozenFeatureCache(model) if args.feature_cache and args.freeze_encoder else None
     if args.use_lora:
-        model = apply_lora(model, args)
+        from peft import get_peft_model
+
+        model = get_peft_model(model, lora_config(model, args))
 
     trainer = FlexMuseTrainer(
         model=model, args=training_args, train_dataset=sft_view(train_articles),
@@ -163,28 +163,21 @@ def main(argv=None):
     if eval_articles is not None:
         metrics.update(trainer.final_evaluate())
 
+    final = trainer.accelerator.unwrap_model(trainer.model)
+    if args.use_lora:
+        final = final.merge_and_unload()
+    settings = {"stage": "SFT", "preset": args.model_name_or_path or args.preset, "dataset": args.dataset,
+                "steps": trainer.state.global_step, "learning_rate": training_args.learning_rate,
+                "batch_size": training_args.per_device_train_batch_size, "processes": training_args.world_size,
+                "freeze_encoder": args.freeze_encoder, "lora": args.use_lora, "seed": training_args.seed}
+    components = PRESET_COMPONENTS.get(args.preset, {})
     if trainer.is_world_process_zero():
-        final = trainer.model
-        if args.use_lora:
-            final = trainer.accelerator.unwrap_model(final).merge_and_unload()
-        final = trainer.accelerator.unwrap_model(final)
-        settings = {"stage": "SFT", "preset": args.model_name_or_path or args.preset, "dataset": args.dataset,
-                    "steps": trainer.state.global_step, "learning_rate": training_args.learning_rate,
-                    "batch_size": training_args.per_device_train_batch_size,
-                    "processes": training_args.world_size, "freeze_encoder": args.freeze_encoder,
-                    "lora": args.use_lora, "seed": training_args.seed}
-        components = PRESET_COMPONENTS.get(args.preset, {})
-        card = {"base_model": [args.model_name_or_path or args.encoder_name_or_path or components.get("encoder"),
-                               args.decoder_name_or_path or components.get("decoder")],
-                "datasets": [args.dataset if not os.path.exists(args.dataset) else None],
-                "language": [lang], "settings": settings, "offline_corpus": is_offline_corpus(args.dataset),
-                "repo_id": training_args.hub_model_id,
-                "results": {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}}
-        save_model_repo(final, processor, training_args.output_dir, card=card)
-        info = {"world_size": training_args.world_size, "global_step": trainer.state.global_step,
-                "metrics": metrics, "arguments": asdict(args)}
-        with open(os.path.join(training_args.output_dir, "train_info.json"), "w", encoding="utf-8") as handle:
-            json.dump(info, handle, indent=2, default=str)
+        save_run(final, processor, training_args.output_dir,
+                 base_model=[args.model_name_or_path or args.encoder_name_or_path or components.get("encoder"),
+                             args.decoder_name_or_path or components.get("decoder")],
+                 dataset=args.dataset, language=lang, settings=settings, metrics=metrics, arguments=asdict(args),
+                 world_size=training_args.world_size, global_step=trainer.state.global_step,
+                 offline_corpus=is_offline_corpus(args.dataset), repo_id=training_args.hub_model_id)
         logger.info("saved the model repo to %s", training_args.output_dir)
     return metrics
 
