@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH := torch==2.14.1 torchvision==0.29.1
 PYTEST_WORKERS ?= 2
 
-.PHONY: install test demo clean
+.PHONY: install test demo bench clean
 
 install: $(STAMP)
 
@@ -20,12 +20,18 @@ $(STAMP): setup.cfg pyproject.toml
 test: install
 	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) -m pytest -n $(PYTEST_WORKERS) tests
 
-# The main job: offline corpus -> SFT of the tiny preset -> articles for held-out topics + metrics.
+# The main job: offline corpus -> SFT of the tiny preset -> mscDPO -> articles for held-out topics + metrics.
 ACCELERATE := $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no
 demo: install
 	$(VENV)/bin/flexmuse make-corpus --out data/corpus --articles 400 --seed 0 --lang zh
 	HF_HUB_OFFLINE=1 $(ACCELERATE) training/sft.py --config training/configs/tiny.yaml --output_dir out/sft --disable_tqdm true
-	HF_HUB_OFFLINE=1 $(PY) -m training.demo --model SFT=out/sft --data data/corpus --out demo_out
+	HF_HUB_OFFLINE=1 $(ACCELERATE) training/dpo.py --config training/configs/tiny.yaml --model_name_or_path out/sft --output_dir out/dpo --disable_tqdm true
+	HF_HUB_OFFLINE=1 $(PY) -m training.demo --model SFT=out/sft --model mscDPO=out/dpo --data data/corpus --out demo_out
+
+# Benchmarks (by hand, never part of the tests): each appends its table to bench/RESULTS.md.
+bench: install
+	HF_HUB_OFFLINE=1 $(PY) bench/bench_generate.py
+	HF_HUB_OFFLINE=1 $(PY) bench/bench_dpo.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache data out demo_out

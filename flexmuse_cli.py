@@ -83,13 +83,15 @@ def _corpus_parser(subparsers) -> None:
                         help="validation and test articles each (default articles/8, at least 8)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lang", choices=("zh", "en"), default="zh")
+    parser.add_argument("--chunks", type=int, default=None, help="images per article (default: 2-4 at random)")
     parser.set_defaults(func=_make_corpus)
 
 
 def _make_corpus(args: argparse.Namespace) -> int:
     from training.corpus import make_corpus
 
-    sizes = make_corpus(args.out, args.articles, seed=args.seed, lang=args.lang, eval_articles=args.eval_articles)
+    sizes = make_corpus(args.out, args.articles, seed=args.seed, lang=args.lang, eval_articles=args.eval_articles,
+                        chunks=args.chunks)
     print(f"wrote {sizes} articles ({args.lang}) to {args.out}")
     return 0
 

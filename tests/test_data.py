@@ -146,5 +146,8 @@ def test_offline_corpus_is_deterministic_and_text_follows_the_image(tmp_path):
         for image, paragraph in zip(images, paragraphs):  # the colour named is the colour drawn
             drawn = {name for name, _, rgb in COLORS if rgb in set(image.getdata())}
             assert drawn == {name for name, _, _ in COLORS if name in paragraph}
+    assert {len(images) for _, images, _ in make_articles(10, seed=2, lang="en", chunks=4)} == {4}
     with pytest.raises(ValueError, match="lang must be"):
         next(make_articles(1, 0, "fr"))
+    with pytest.raises(ValueError, match="chunks must be"):
+        next(make_articles(1, 0, "en", chunks=0))

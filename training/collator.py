@@ -62,18 +62,20 @@ class FlexMuseCollator:
     """SFT rows (topic, image, paragraph) → model inputs. Rows sharing a topic share one topic
     row (`topic_index`), so the text tower runs once per distinct topic in the batch."""
 
+    image_column = "image"
+
     def __init__(self, processor, feature_cache: Optional[FrozenFeatureCache] = None):
         self.processor = processor
         self.cache = feature_cache
 
     def prompt_inputs(self, rows: list[dict]) -> dict:
-        """Topic and image inputs, or their cached features, for rows with `topic` and `image`."""
+        """Topic and image inputs, or their cached features, for rows with a topic and an image."""
         topics = list(dict.fromkeys(row["topic"] for row in rows))
         text = self.processor.topic_tokenizer(topics, padding="max_length", truncation=True,
                                               max_length=self.processor.max_topic_length, return_tensors="pt")
         batch = {"attention_mask": text["attention_mask"],
                  "topic_index": torch.tensor([topics.index(row["topic"]) for row in rows])}
-        images = [load_image(row["image"]) for row in rows]
+        images = [load_image(row[self.image_column]) for row in rows]
         if self.cache is None:
             batch["input_ids"] = text["input_ids"]
             batch["pixel_values"] = self.processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
@@ -94,6 +96,8 @@ class MscDPOCollator(FlexMuseCollator):
     labels (B, T), every rejected paragraph flat (R, T) with its row (`rejected_index`) and its
     slot among the row's `max_rejected` (`rejected_slot`), the msaGate's u per row, and the
     precomputed reference log-probs when the rows carry them."""
+
+    image_column = "prompt_image"
 
     def __init__(self, processor, feature_cache: Optional[FrozenFeatureCache] = None, max_rejected: int = 3,
                  gate_seed: int = 0):

@@ -14,6 +14,7 @@ import json
 import os
 import random
 from dataclasses import dataclass
+from typing import Optional
 
 from PIL import Image, ImageDraw
 
@@ -87,25 +88,29 @@ def draw_image(theme: int, chunk: Chunk, rng: random.Random, size: int = IMAGE_S
     return image
 
 
-def make_articles(count: int, seed: int, lang: str):
-    """Yield (topic, images, paragraphs) for `count` articles, deterministic in `seed`."""
+def make_articles(count: int, seed: int, lang: str, chunks: Optional[int] = None):
+    """Yield (topic, images, paragraphs) for `count` articles, deterministic in `seed`; each has
+    `chunks` images, or 2-4 drawn at random."""
     if lang not in ("zh", "en"):
         raise ValueError(f"lang must be 'zh' or 'en', got {lang!r}")
+    if chunks is not None and not 1 <= chunks <= len(COLORS):
+        raise ValueError(f"chunks must be between 1 and {len(COLORS)}, got {chunks}")
+    per_article = chunks
     rng = random.Random(seed)
     for _ in range(count):
         theme, subject = rng.randrange(len(THEMES)), rng.randrange(len(SUBJECTS))
-        n = rng.randint(2, 4)
+        n = rng.randint(2, 4) if per_article is None else per_article
         colors = rng.sample(range(len(COLORS)), n)  # distinct colours: every chunk tells its own image
         chunks = [Chunk(c, rng.randrange(len(SHAPES)), rng.randrange(len(POSITIONS))) for c in colors]
         images = [draw_image(theme, chunk, rng) for chunk in chunks]
         yield topic_text(theme, subject, lang), images, [paragraph_text(theme, subject, c, lang) for c in chunks]
 
 
-def write_split(directory: str, count: int, seed: int, lang: str) -> int:
+def write_split(directory: str, count: int, seed: int, lang: str, chunks: Optional[int] = None) -> int:
     """Write one split in the imagefolder layout; return the number of articles."""
     os.makedirs(directory, exist_ok=True)
     rows = []
-    for number, (topic, images, paragraphs) in enumerate(make_articles(count, seed, lang)):
+    for number, (topic, images, paragraphs) in enumerate(make_articles(count, seed, lang, chunks)):
         names = []
         for index, image in enumerate(images):
             name = f"{number:05d}_{index}.png"
@@ -117,12 +122,13 @@ def write_split(directory: str, count: int, seed: int, lang: str) -> int:
     return len(rows)
 
 
-def make_corpus(out: str, articles: int, seed: int = 0, lang: str = "zh", eval_articles: int = 0) -> dict:
+def make_corpus(out: str, articles: int, seed: int = 0, lang: str = "zh", eval_articles: int = 0,
+                chunks: Optional[int] = None) -> dict:
     """train (`articles`), validation and test (`eval_articles` each, default articles // 8, at
     least 8) under `out`, each split from its own seed."""
     eval_articles = eval_articles or max(8, articles // 8)
     sizes = {"train": articles, "validation": eval_articles, "test": eval_articles}
-    counts = {split: write_split(os.path.join(out, split), n, seed + SPLIT_SEED_OFFSETS[split], lang)
+    counts = {split: write_split(os.path.join(out, split), n, seed + SPLIT_SEED_OFFSETS[split], lang, chunks)
               for split, n in sizes.items()}
     with open(os.path.join(out, CORPUS_MARKER), "w", encoding="utf-8") as handle:
         json.dump({"seed": seed, "lang": lang, "articles": counts}, handle)

@@ -170,9 +170,10 @@ def sft_view(articles: Dataset) -> Dataset:
 def dpo_view(articles: Dataset, max_rejected: Optional[int] = None, seed: int = 0) -> tuple[Dataset, dict]:
     """One row per chunk: prompt (topic, image i), chosen = paragraph i, rejected = every other
     paragraph of the article (identical or empty ones dropped; `max_rejected` subsamples, seeded).
-    Articles with one chunk have no rejected and are skipped; the counts come back as stats."""
+    Articles with one chunk have no rejected and are skipped; the counts come back as stats.
+    The image column is `prompt_image`: TRL's DPOTrainer takes an `image` column for a chat VLM's."""
     rng = random.Random(seed)
-    rows = {"article": [], "chunk": [], "topic": [], "image": [], "chosen": [], "rejected": []}
+    rows = {"article": [], "chunk": [], "topic": [], "prompt_image": [], "chosen": [], "rejected": []}
     stats = {"articles": len(articles), "one_chunk_skipped": 0, "rows": 0, "dropped_rejected": 0}
     raw = articles.cast_column("images", List(Image(decode=False)))
     for article, record in enumerate(raw):
@@ -194,8 +195,9 @@ def dpo_view(articles: Dataset, max_rejected: Optional[int] = None, seed: int = 
     if stats["one_chunk_skipped"]:
         logger.info("mscDPO view: skipped %d one-chunk article(s) (no rejected paragraph)", stats["one_chunk_skipped"])
     features = Features({"article": Value("int64"), "chunk": Value("int64"), "topic": Value("string"),
-                         "image": Image(decode=False), "chosen": Value("string"), "rejected": List(Value("string"))})
-    return Dataset.from_dict(rows, features=features).cast_column("image", Image()), stats
+                         "prompt_image": Image(decode=False), "chosen": Value("string"),
+                         "rejected": List(Value("string"))})
+    return Dataset.from_dict(rows, features=features).cast_column("prompt_image", Image()), stats
 
 
 __all__ = ["ARTICLE_FEATURES", "BadRecordError", "dpo_view", "load_articles", "sft_view"]

@@ -39,22 +39,24 @@ from training.args import parse_stage_args  # noqa: E402
 from training.collator import FrozenFeatureCache, MscDPOCollator  # noqa: E402
 from training.corpus import is_offline_corpus  # noqa: E402
 from training.data import dpo_view, load_articles, sft_view  # noqa: E402
-from training.hub import save_pipeline_code, save_run  # noqa: E402
+from training.hub import base_models_of, save_pipeline_code, save_run  # noqa: E402
 from training.metrics import alignment_accuracy  # noqa: E402
 from training.sft import lora_config  # noqa: E402
 
 logger = logging.getLogger("flexmuse.dpo")
 
-LOSS_TYPES = ("sigmoid", "softmax")
+LOSS_TYPES = ("sigmoid", "softmax", "sft")
 PROMPT_KEYS = ("input_ids", "attention_mask", "topic_index", "pixel_values", "topic_features", "image_features")
 
 
 @dataclass
 class MscDPOConfig(DPOConfig):
     r"""
-    `DPOConfig` plus the mscDPO settings. `loss_type` is `sigmoid` (mean of the DPO pair losses of a
-    chosen against each of its rejected) or `softmax` (one chosen against all its rejected at once,
-    S-DPO); `beta`, `precompute_ref_log_probs` and the rest keep their TRL meaning.
+    `DPOConfig` plus the mscDPO settings. `loss_type` lists `sigmoid` (mean of the DPO pair losses of
+    a chosen against each of its rejected), `softmax` (one chosen against all its rejected at once,
+    S-DPO) and `sft` (the chosen paragraph's per-token NLL, which keeps the writing fluent while the
+    preference terms push the rejected down), weighted by `loss_weights`; `beta`,
+    `precompute_ref_log_probs` and the rest keep their TRL meaning.
     """
 
     max_rejected: int = field(default=3, metadata={"help": "rejected paragraphs per prompt (K); longer articles "
@@ -72,8 +74,8 @@ class MscDPOConfig(DPOConfig):
     remove_unused_columns: bool = False
 
     def __post_init__(self):
-        super().__post_init__()
-        unknown = [t for t in self.loss_type if t not in LOSS_TYPES]
+        types = [self.loss_type] if isinstance(self.loss_type, str) else self.loss_type
+        unknown = [t for t in types if t not in LOSS_TYPES]
         if unknown:
             raise ValueError(f"MscDPOTrainer supports loss_type in {LOSS_TYPES}, got {unknown}")
         if self.msc_mode not in ("grouped", "pairs"):
@@ -82,6 +84,7 @@ class MscDPOConfig(DPOConfig):
             raise ValueError(f"rejected_source must be 'article' or 'sample', got {self.rejected_source!r}")
         if self.max_rejected < 1:
             raise ValueError(f"max_rejected must be at least 1, got {self.max_rejected}")
+        super().__post_init__()
 
 
 def msc_dpo_loss(chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, rejected_mask: torch.Tensor,
@@ -115,7 +118,7 @@ def sampled_rejected_rows(model, processor, articles: Dataset, seed: int = 0, ma
     (dropped where it reproduces the reference)."""
     written = write_articles(model, processor, articles["topic"], articles["images"], gate_seed=seed, decode_seed=seed,
                              do_sample=True, max_new_tokens=max_new_tokens)
-    rows = sft_view(articles).rename_column("paragraph", "chosen")
+    rows = sft_view(articles).rename_columns({"paragraph": "chosen", "image": "prompt_image"})
     samples = [[written[a].paragraphs[c]] for a, c in zip(rows["article"], rows["chunk"])]
     rows = rows.add_column("rejected", samples, feature=List(Value("string")))
     kept = rows.filter(lambda row: row["rejected"][0].strip() not in ("", row["chosen"].strip()))
@@ -179,7 +182,7 @@ class MscDPOTrainer(DPOTrainer):
 
     def _set_signature_columns_if_needed(self):
         if self._signature_columns is None:
-            self._signature_columns = ["article", "chunk", "topic", "image", "chosen", "rejected",
+            self._signature_columns = ["article", "chunk", "topic", "prompt_image", "chosen", "rejected",
                                        "ref_chosen_logps", "ref_rejected_logps"]
 
     # ------------------------------------------------------------------ log-probabilities
@@ -223,8 +226,10 @@ class MscDPOTrainer(DPOTrainer):
         mask = torch.zeros_like(rejected, dtype=torch.bool)
         mask[inputs["rejected_index"], inputs["rejected_slot"]] = True
         chosen_ratio, rejected_ratio = chosen - ref_chosen, rejected - ref_rejected
-        loss = sum(weight * msc_dpo_loss(chosen_ratio, rejected_ratio, mask, self.beta, loss_type)
-                   for loss_type, weight in zip(self.loss_types, self.loss_weights))
+        chosen_tokens = (inputs["chosen_labels"] != -100).sum(1).clamp(min=1)
+        losses = {loss_type: -(chosen / chosen_tokens).mean() if loss_type == "sft" else
+                  msc_dpo_loss(chosen_ratio, rejected_ratio, mask, self.beta, loss_type) for loss_type in self.loss_types}
+        loss = sum(weight * losses[loss_type] for loss_type, weight in zip(self.loss_types, self.loss_weights))
         self._record(mode, chosen, rejected, chosen_ratio.detach(), rejected_ratio.detach(), mask)
         return (loss, None) if return_outputs else loss
 
@@ -322,10 +327,11 @@ def main(argv=None):
                 "rejected_source": config.rejected_source, "batch_size": config.per_device_train_batch_size,
                 "processes": config.world_size, "lora": args.use_lora, "seed": config.seed}
     if trainer.is_world_process_zero():
-        save_run(final, processor, config.output_dir, base_model=[args.model_name_or_path], dataset=args.dataset,
+        save_run(final, processor, config.output_dir, base_model=base_models_of(args.model_name_or_path), dataset=args.dataset,
                  language=lang, settings=settings, metrics=metrics, arguments=asdict(args),
                  world_size=config.world_size, global_step=trainer.state.global_step,
-                 offline_corpus=is_offline_corpus(args.dataset), repo_id=config.hub_model_id)
+                 offline_corpus=is_offline_corpus(args.dataset), repo_id=config.hub_model_id,
+                 log_history=trainer.state.log_history)
     return metrics
 
 

@@ -41,15 +41,28 @@ def save_model_repo(model, processor, output_dir: str, card: Optional[dict] = No
 
 def save_run(model, processor, output_dir: str, base_model: list, dataset: str, language: str, settings: dict,
              metrics: dict, arguments: dict, world_size: int, global_step: int, offline_corpus: bool = False,
-             repo_id: Optional[str] = None) -> None:
+             repo_id: Optional[str] = None, log_history: Optional[list] = None) -> None:
     """End of a training run: the model repo with its card, and train_info.json (what actually ran)."""
     card = {"base_model": base_model, "datasets": [None if os.path.exists(dataset) else dataset],
             "language": [language], "settings": settings, "offline_corpus": offline_corpus, "repo_id": repo_id,
             "results": {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}}
     save_model_repo(model, processor, output_dir, card=card)
-    info = {"world_size": world_size, "global_step": global_step, "metrics": metrics, "arguments": arguments}
+    info = {"world_size": world_size, "global_step": global_step, "metrics": metrics, "arguments": arguments,
+            "log_history": log_history or []}
     with open(os.path.join(output_dir, "train_info.json"), "w", encoding="utf-8") as handle:
         json.dump(info, handle, indent=2, default=str)
+
+
+def base_models_of(model_name_or_path: str) -> list:
+    """The card's `base_model` for a model trained further: a Hub id names itself; a local folder
+    passes on the base models its own card lists (its path means nothing on the Hub)."""
+    card = os.path.join(model_name_or_path, "README.md")
+    if not os.path.isdir(model_name_or_path):
+        return [model_name_or_path]
+    if not os.path.isfile(card):
+        return []
+    base = ModelCard.load(card).data.base_model
+    return [base] if isinstance(base, str) else list(base or [])
 
 
 def _table(rows: dict) -> str:
@@ -78,4 +91,4 @@ def write_model_card(output_dir: str, base_model: list, datasets: list, language
     return path
 
 
-__all__ = ["declare_pipeline", "save_model_repo", "save_pipeline_code", "save_run", "write_model_card"]
+__all__ = ["base_models_of", "declare_pipeline", "save_model_repo", "save_pipeline_code", "save_run", "write_model_card"]

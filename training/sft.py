@@ -24,7 +24,7 @@ from training.args import parse_stage_args  # noqa: E402
 from training.collator import FlexMuseCollator, FrozenFeatureCache  # noqa: E402
 from training.corpus import is_offline_corpus  # noqa: E402
 from training.data import load_articles, sft_view  # noqa: E402
-from training.hub import declare_pipeline, save_pipeline_code, save_run  # noqa: E402
+from training.hub import base_models_of, declare_pipeline, save_pipeline_code, save_run  # noqa: E402
 from training.metrics import alignment_accuracy, rouge_l  # noqa: E402
 
 logger = logging.getLogger("flexmuse.sft")
@@ -173,11 +173,13 @@ def main(argv=None):
     components = PRESET_COMPONENTS.get(args.preset, {})
     if trainer.is_world_process_zero():
         save_run(final, processor, training_args.output_dir,
-                 base_model=[args.model_name_or_path or args.encoder_name_or_path or components.get("encoder"),
-                             args.decoder_name_or_path or components.get("decoder")],
+                 base_model=base_models_of(args.model_name_or_path) if args.model_name_or_path else
+                 [args.encoder_name_or_path or components.get("encoder"),
+                  args.decoder_name_or_path or components.get("decoder")],
                  dataset=args.dataset, language=lang, settings=settings, metrics=metrics, arguments=asdict(args),
                  world_size=training_args.world_size, global_step=trainer.state.global_step,
-                 offline_corpus=is_offline_corpus(args.dataset), repo_id=training_args.hub_model_id)
+                 offline_corpus=is_offline_corpus(args.dataset), repo_id=training_args.hub_model_id,
+                 log_history=trainer.state.log_history)
         logger.info("saved the model repo to %s", training_args.output_dir)
     return metrics
 

@@ -1,0 +1,126 @@
+"""mscDPO: grouped forward vs the naive expansion into (prompt, chosen, rejected) pairs.
+
+Same SFT starting model, same rows, same number of pair losses per optimiser step (a grouped batch
+of B prompts holds 3B pairs at n = 4 chunks, a pairs batch holds 3B rows), reference computed on
+the fly by a frozen copy. Reports the time per epoch and the held-out alignment accuracy reached,
+per minute of training, for both.
+
+    python bench/bench_dpo.py [--epochs 3] [--articles 240]
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import torch
+from transformers import TrainerCallback
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import append_results  # noqa: E402
+from modeling_flexmuse import FlexMuseForConditionalGeneration  # noqa: E402
+from processing_flexmuse import FlexMuseProcessor  # noqa: E402
+from training import sft  # noqa: E402
+from training.corpus import make_corpus  # noqa: E402
+from training.data import load_articles  # noqa: E402
+from training.dpo import MscDPOConfig, MscDPOTrainer  # noqa: E402
+from training.metrics import alignment_accuracy  # noqa: E402
+
+CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "training", "configs", "tiny.yaml")
+
+
+class AlignmentProbe(TrainerCallback):
+    """Held-out alignment accuracy every `every` steps, against training seconds (probe time excluded)."""
+
+    def __init__(self, model, processor, articles, every: int):
+        self.model, self.processor, self.articles, self.every = model, processor, articles, every
+        self.points, self.paused, self.start = [], 0.0, None
+
+    def _probe(self, step):
+        began = time.perf_counter()
+        self.model.eval()
+        accuracy = alignment_accuracy(self.model, self.processor, self.articles)
+        self.model.train()
+        self.points.append((step, began - self.start - self.paused, accuracy))
+        self.paused += time.perf_counter() - began
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.perf_counter()
+        self._probe(0)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.every == 0 or state.global_step == state.max_steps:
+            self._probe(state.global_step)
+
+
+def run(mode, start, processor, train, test, args, out):
+    model = FlexMuseForConditionalGeneration.from_pretrained(start).train()
+    pairs_per_prompt = args.chunks - 1
+    batch = args.prompts if mode == "grouped" else args.prompts * pairs_per_prompt
+    config = MscDPOConfig(output_dir=os.path.join(out, mode), msc_mode=mode, max_rejected=pairs_per_prompt,
+                          per_device_train_batch_size=batch, num_train_epochs=args.epochs, learning_rate=args.lr,
+                          lr_scheduler_type="constant", use_cpu=not torch.cuda.is_available(),
+                          bf16=False, report_to="none", save_strategy="no", logging_steps=50, disable_tqdm=True,
+                          seed=0, loss_type=["sigmoid"])
+    trainer = MscDPOTrainer(model, args=config, train_dataset=train, processing_class=processor)
+    steps_per_epoch = len(trainer.get_train_dataloader())
+    probe = AlignmentProbe(model, processor, test, every=max(1, steps_per_epoch // 2))
+    trainer.add_callback(probe)
+    trainer.train()
+    train_seconds = probe.points[-1][1]
+    return {"rows": len(trainer.train_dataset), "steps_per_epoch": steps_per_epoch,
+            "epoch_seconds": train_seconds / args.epochs, "points": probe.points}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--articles", type=int, default=240)
+    parser.add_argument("--chunks", type=int, default=4)
+    parser.add_argument("--prompts", type=int, default=16, help="prompts per grouped batch")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--sft-steps", type=int, default=300)
+    parser.add_argument("--no-record", action="store_true")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as out:
+        corpus = os.path.join(out, "corpus")
+        make_corpus(corpus, args.articles, seed=11, eval_articles=16, chunks=args.chunks)
+        start = os.path.join(out, "sft")
+        sft.main(["--config", CONFIG, "--dataset", corpus, "--output_dir", start, "--max_steps", str(args.sft_steps),
+                  "--eval_split", "", "--eval_strategy", "no", "--save_strategy", "no", "--disable_tqdm", "true"])
+        processor = FlexMuseProcessor.from_pretrained(start)
+        train, test = load_articles(corpus, "train"), load_articles(corpus, "test")
+        results = {mode: run(mode, start, processor, train, test, args, out) for mode in ("grouped", "pairs")}
+
+    grouped, pairs = results["grouped"], results["pairs"]
+    ratio = grouped["epoch_seconds"] / pairs["epoch_seconds"]
+    bound = args.chunks / (2 * (args.chunks - 1))  # (1 + K) / 2K with K = n - 1
+    lines = [
+        f"tiny preset after {args.sft_steps} SFT steps; {args.articles} articles of n = {args.chunks} chunks; "
+        f"{args.prompts * (args.chunks - 1)} pairs per step; {args.epochs} epochs; lr {args.lr}; reference on the fly",
+        "",
+        "| mode | rows | steps/epoch | s/epoch | alignment start → end | alignment gain per minute |",
+        "|---|---|---|---|---|---|",
+    ]
+    for mode, r in results.items():
+        first, last = r["points"][0][2], r["points"][-1][2]
+        minutes = r["points"][-1][1] / 60
+        lines.append(f"| {mode} | {r['rows']} | {r['steps_per_epoch']} | {r['epoch_seconds']:.1f} | "
+                     f"{first:.3f} → {last:.3f} | {(last - first) / minutes:+.3f} |")
+    lines += ["", f"grouped / pairs time per epoch: **{ratio:.2f}×** (target ≤ 0.70×, row-count bound {bound:.2f}×): "
+              f"{'met' if ratio <= 0.70 else 'not met'}", "",
+              "alignment (held-out) against training seconds:", ""]
+    for mode, r in results.items():
+        lines.append(f"- {mode}: " + ", ".join(f"{sec:.0f}s {acc:.3f}" for _, sec, acc in r["points"]))
+    table = "\n".join(lines)
+    if args.no_record:
+        print(table)
+    else:
+        append_results("bench_dpo: mscDPO grouped forward vs naive pairs", table)
+
+
+if __name__ == "__main__":
+    main()

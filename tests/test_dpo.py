@@ -1,0 +1,233 @@
+"""mscDPO (`training/dpo.py`): the grouped loss against the naive expansion, the softmax loss by
+hand, the reference (frozen copy, LoRA, precomputed), learning after SFT, two processes."""
+
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import make_model
+from processing_flexmuse import FlexMuseProcessor
+from training import dpo, sft
+from training.corpus import make_corpus
+from training.data import dpo_view, load_articles
+from training.demo import evaluate_model
+from pipeline_flexmuse import FlexMusePipeline
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(REPO, "training", "configs", "tiny.yaml")
+
+
+@pytest.fixture(scope="module")
+def articles(tmp_path_factory):
+    path = tmp_path_factory.mktemp("corpus")
+    make_corpus(str(path), articles=12, seed=3, eval_articles=4)
+    return load_articles(str(path), "train")
+
+
+def _config(tmp_path, **kwargs):
+    defaults = dict(output_dir=str(tmp_path / "out"), use_cpu=True, bf16=False, report_to="none", seed=0,
+                    per_device_train_batch_size=4, max_steps=2, logging_steps=1, disable_tqdm=True)
+    return dpo.MscDPOConfig(**{**defaults, **kwargs})
+
+
+def _trainer(tmp_path, articles, seed=0, model_kwargs=None, **kwargs):
+    model = make_model(seed, **(model_kwargs or {})).train()
+    return dpo.MscDPOTrainer(model, args=_config(tmp_path, **kwargs), train_dataset=articles,
+                             processing_class=FlexMuseProcessor.tiny())
+
+
+def _perturb(trainer):
+    """Move the policy away from its reference so the log-ratios are not all zero."""
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for name, param in trainer.model.named_parameters():
+            if param.requires_grad and name.startswith(("fusion.", "decoder.block.0")):
+                param.add_(0.05 * torch.randn(param.shape, generator=generator))
+
+
+def _loss_and_grads(trainer, rows):
+    trainer.model.zero_grad()
+    loss = trainer.compute_loss(trainer.model, trainer.data_collator(rows))
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+
+
+def test_softmax_and_sigmoid_losses_by_hand():
+    chosen = torch.tensor([1.0, -0.5])
+    rejected = torch.tensor([[0.5, 2.0], [0.0, 9.0]])
+    mask = torch.tensor([[True, True], [True, False]])  # the second prompt has one rejected
+    beta = 0.5
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    pairs = [beta * (1.0 - 0.5), beta * (1.0 - 2.0), beta * (-0.5 - 0.0)]
+    expected_sigmoid = sum(-math.log(sig(d)) for d in pairs) / 3
+    first = -math.log(sig(-math.log(math.exp(-pairs[0]) + math.exp(-pairs[1]))))
+    second = -math.log(sig(pairs[2]))  # one rejected: S-DPO is DPO
+    expected_softmax = (first + second) / 2
+    assert dpo.msc_dpo_loss(chosen, rejected, mask, beta, "sigmoid").item() == pytest.approx(expected_sigmoid, abs=1e-6)
+    assert dpo.msc_dpo_loss(chosen, rejected, mask, beta, "softmax").item() == pytest.approx(expected_softmax, abs=1e-6)
+    with pytest.raises(ValueError, match="unknown loss_type"):
+        dpo.msc_dpo_loss(chosen, rejected, mask, beta, "ipo")
+    with pytest.raises(ValueError, match="supports loss_type"):
+        dpo.MscDPOConfig(output_dir="x", loss_type=["ipo"])
+
+
+def test_grouped_loss_and_gradients_equal_the_naive_pairs(articles, tmp_path):
+    grouped = _trainer(tmp_path / "g", articles)
+    pairs = _trainer(tmp_path / "p", articles, msc_mode="pairs")
+    _perturb(grouped), _perturb(pairs)
+    rows = list(grouped.train_dataset.select(range(6)))
+    pair_rows = [dict(row, rejected=[r]) for row in rows for r in row["rejected"]]
+    assert len(pair_rows) > len(rows)  # several rejected per prompt
+    assert len(pairs.train_dataset) == sum(len(r) for r in grouped.train_dataset["rejected"])
+
+    loss, grads = _loss_and_grads(grouped, rows)
+    naive_loss, naive_grads = _loss_and_grads(pairs, pair_rows)  # mean of one DPO loss per pair
+    assert loss.item() > 0.01 and abs(loss.item() - math.log(2)) > 1e-3  # the policy differs from the reference
+    assert torch.allclose(loss, naive_loss, atol=1e-5), (loss, naive_loss)
+    assert grads.keys() == naive_grads.keys() and grads
+    for name in grads:
+        assert torch.allclose(grads[name], naive_grads[name], atol=1e-5), name
+
+
+def test_reference_gives_log_two_before_training_and_replays_the_gate(articles, tmp_path):
+    # random tiny features have small sigma: narrow U(low, high) so both decisions occur
+    trainer = _trainer(tmp_path, articles, gate_seed=5, model_kwargs={"gate_low": 0.0, "gate_high": 0.05})
+    batch = trainer.data_collator(list(trainer.train_dataset.select(range(8))))
+    with torch.no_grad():
+        loss = trainer.compute_loss(trainer.model, batch)
+    assert loss.item() == pytest.approx(math.log(2), abs=1e-6)  # policy == reference copy
+    keep = trainer._grouped_log_probs(trainer.model, batch)[2]
+    assert 0 < keep.sum() < len(keep)  # a batch with both gate decisions
+    again = trainer._grouped_log_probs(trainer.ref_model, batch)[2]
+    assert torch.equal(keep, again)  # the example's u fixes its decision in every forward
+
+
+def test_precomputed_reference_log_probs_equal_the_on_the_fly_ones(articles, tmp_path):
+    trainer = _trainer(tmp_path / "pre", articles, precompute_ref_log_probs=True, per_device_train_batch_size=5)
+    rows = trainer.train_dataset
+    assert trainer.ref_model is None and {"ref_chosen_logps", "ref_rejected_logps"} <= set(rows.column_names)
+    reference = make_model(0).eval()  # the same weights as the policy before training
+    collator = trainer.data_collator
+    for start in range(0, len(rows), 7):
+        part = [{k: v for k, v in row.items() if not k.startswith("ref_")}
+                for row in rows.select(range(start, min(start + 7, len(rows))))]
+        chosen, rejected = trainer.compute_ref_log_probs(reference, collator(part))
+        stored = rows.select(range(start, start + len(part)))
+        assert torch.allclose(chosen, torch.tensor(stored["ref_chosen_logps"]), atol=1e-4)
+        assert torch.allclose(rejected, torch.tensor(stored["ref_rejected_logps"]), atol=1e-4)
+        for row, count in zip(rejected, map(len, stored["rejected"])):
+            assert (row[count:] == 0).all() and (row[:count] < 0).all()  # empty slots hold 0
+
+
+def test_lora_reference_is_the_model_with_adapters_disabled(articles, tmp_path):
+    model = make_model(0).train()
+    trainer = dpo.MscDPOTrainer(model, args=_config(tmp_path, learning_rate=1e-2, max_steps=3),
+                                train_dataset=articles, processing_class=FlexMuseProcessor.tiny(),
+                                peft_config=sft.lora_config(model, sft.FlexMuseSFTArguments()))
+    assert trainer.ref_model is None
+    batch = trainer.data_collator(list(trainer.train_dataset.select(range(4))))
+    with torch.no_grad():
+        assert trainer.compute_loss(trainer.model, batch).item() == pytest.approx(math.log(2), abs=1e-6)
+    trainer.train()
+    trained = trainer.model.eval()
+    reference = trainer.compute_ref_log_probs(trained, batch)  # adapters disabled
+    initial = trainer.compute_ref_log_probs(make_model(0).eval(), batch)
+    with torch.no_grad():
+        policy = trainer._grouped_log_probs(trained, batch)[:2]
+    for ref, start, now in zip(reference, initial, policy):
+        assert torch.allclose(ref, start, atol=1e-5)  # the reference is the starting model
+        assert not torch.allclose(now, start, atol=1e-3)  # the adapters (and fusion, memory) trained
+
+
+def test_rows_drop_duplicates_skip_one_chunk_articles_and_count_them(tmp_path, caplog):
+    make_corpus(str(tmp_path / "c"), articles=3, seed=0, eval_articles=2)
+    articles = load_articles(str(tmp_path / "c"), "train").to_list()
+    articles[0]["paragraphs"][1] = articles[0]["paragraphs"][0] + " "  # a duplicate
+    articles.append({**articles[1], "images": articles[1]["images"][:1], "paragraphs": articles[1]["paragraphs"][:1]})
+    from datasets import Dataset
+
+    data = load_articles(Dataset.from_list(articles))
+    with caplog.at_level(logging.INFO, logger="flexmuse.dpo"):
+        trainer = _trainer(tmp_path, data)
+    assert "1 one-chunk skipped" in caplog.text and "duplicate/empty rejected dropped" in caplog.text
+    rows = trainer.train_dataset
+    first = [r for r, a in zip(rows["rejected"], rows["article"]) if a == 0]
+    chosen = [c for c, a in zip(rows["chosen"], rows["article"]) if a == 0]
+    for c, rejected in zip(chosen, first):
+        assert c.strip() not in rejected and len(set(rejected)) == len(rejected)
+    assert 3 not in rows["article"]  # the one-chunk article
+    view, stats = dpo_view(data, max_rejected=1, seed=0)  # standard DPO: one rejected per prompt
+    assert all(len(r) == 1 for r in view["rejected"]) and stats["one_chunk_skipped"] == 1
+
+
+def test_sampled_rejected_rows_hold_the_models_own_paragraphs(articles):
+    model, processor = make_model(0), FlexMuseProcessor.tiny()
+    rows = dpo.sampled_rejected_rows(model, processor, articles.select(range(3)), seed=0, max_new_tokens=12)
+    assert 0 < len(rows) <= sum(len(p) for p in articles.select(range(3))["paragraphs"])
+    assert all(len(r) == 1 and r[0].strip() and r[0] != c for r, c in zip(rows["rejected"], rows["chosen"]))
+
+
+def test_mscdpo_after_sft_raises_alignment_and_keeps_rouge(tmp_path):
+    corpus = tmp_path / "corpus"
+    make_corpus(str(corpus), articles=200, seed=1, eval_articles=16)
+    common = ["--config", CONFIG, "--dataset", str(corpus), "--disable_tqdm", "true", "--eval_strategy", "no",
+              "--save_strategy", "no", "--logging_steps", "25"]
+    sft.main([*common, "--output_dir", str(tmp_path / "sft"), "--max_steps", "300", "--eval_split", ""])
+    dpo.main([*common, "--output_dir", str(tmp_path / "dpo"), "--model_name_or_path", str(tmp_path / "sft"),
+              "--eval_split", ""])
+    test = load_articles(str(corpus), "test")
+    scores = {}
+    for stage in ("sft", "dpo"):
+        with torch.no_grad():
+            _, rouge, alignment = evaluate_model(FlexMusePipeline.from_model(str(tmp_path / stage)), test, "zh", 160)
+        scores[stage] = rouge, alignment
+    print("held-out (ROUGE-L, alignment):", scores)
+    assert scores["dpo"][1] > scores["sft"][1] + 0.02
+    assert scores["dpo"][0] >= scores["sft"][0] - 0.02
+    history = json.loads((tmp_path / "dpo" / "train_info.json").read_text())["log_history"]
+    margins = [entry["rewards/margins"] for entry in history if "rewards/margins" in entry]
+    assert len(margins) >= 4 and sum(margins[-2:]) / 2 > sum(margins[:2]) / 2 + 0.1
+
+
+def test_two_processes_with_precomputed_reference(tmp_path):
+    corpus = tmp_path / "corpus"
+    make_corpus(str(corpus), articles=16, seed=0, eval_articles=4)
+    common = ["--config", CONFIG, "--dataset", str(corpus), "--disable_tqdm", "true", "--save_strategy", "no"]
+    sft.main([*common, "--output_dir", str(tmp_path / "sft"), "--max_steps", "2", "--eval_split", "",
+              "--eval_strategy", "no"])
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29519",
+         os.path.join(REPO, "training", "dpo.py"), *common, "--output_dir", str(tmp_path / "dpo"),
+         "--model_name_or_path", str(tmp_path / "sft"), "--max_steps", "3", "--per_device_train_batch_size", "4",
+         "--eval_strategy", "no", "--eval_articles", "2"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    info = json.loads((tmp_path / "dpo" / "train_info.json").read_text())
+    assert info["world_size"] == 2 and info["global_step"] == 3
+    assert "eval_alignment_accuracy" in info["metrics"] and "eval_rewards/margins" in info["metrics"]
+    out = tmp_path / "dpo"
+    assert {"config.json", "model.safetensors", "modeling_flexmuse.py", "processor_config.json", "README.md"} <= set(
+        os.listdir(out))
+    assert "mscDPO" in (out / "README.md").read_text()
+
+    from transformers import AutoModel
+
+    assert AutoModel.from_pretrained(str(out), trust_remote_code=True).config.model_type == "flexmuse"
+
+
+def test_the_trl_methods_overridden_still_exist():
+    """MscDPOTrainer overrides private DPOTrainer methods: a trl upgrade that renames one fails here."""
+    from trl import DPOTrainer
+
+    for name in ("_prepare_dataset", "_set_signature_columns_if_needed", "compute_ref_log_probs", "_compute_loss",
+                 "_precompute_ref_logps", "prediction_step", "create_model_card"):
+        assert callable(getattr(DPOTrainer, name, None)), name
+        assert name in vars(dpo.MscDPOTrainer) or name == "_precompute_ref_logps", name
