@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH := torch==2.14.1 torchvision==0.29.1
 PYTEST_WORKERS ?= 2
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo ablation bench clean
 
 install: $(STAMP)
 
@@ -28,10 +28,14 @@ demo: install
 	HF_HUB_OFFLINE=1 $(ACCELERATE) training/dpo.py --config training/configs/tiny.yaml --model_name_or_path out/sft --output_dir out/dpo --disable_tqdm true
 	HF_HUB_OFFLINE=1 $(PY) -m training.demo --model SFT=out/sft --model mscDPO=out/dpo --data data/corpus --out demo_out
 
+# The paper's Table 2 rows trained by flags on the offline corpus, scored on its test split.
+ablation: install
+	HF_HUB_OFFLINE=1 $(PY) -m training.ablation --data data/corpus --out out/ablation --report bench/ABLATION.md
+
 # Benchmarks (by hand, never part of the tests): each appends its table to bench/RESULTS.md.
 bench: install
 	HF_HUB_OFFLINE=1 $(PY) bench/bench_generate.py
 	HF_HUB_OFFLINE=1 $(PY) bench/bench_dpo.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache data out demo_out
+	rm -rf $(VENV) build *.egg-info .pytest_cache data out demo_out eval_out

@@ -96,17 +96,46 @@ def _make_corpus(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "evaluate", help="score a trained model on a test split (ROUGE, BERTScore, LLM judge, alignment)",
+        description="Runs training/evaluate.py; `flexmuse evaluate --help` lists its options.", add_help=False,
+    )
+    parser.add_argument("options", nargs=argparse.REMAINDER)
+    parser.set_defaults(func=_evaluate)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from training.evaluate import main as evaluate
+
+    evaluate(args.options)
+    return 0
+
+
+def _forward_evaluate(argv: list) -> Optional[int]:
+    """`flexmuse evaluate ...` hands every option to training/evaluate.py's own parser (argparse's
+    REMAINDER does not pass on options such as --help that come first)."""
+    if argv[:1] != ["evaluate"]:
+        return None
+    return _evaluate(argparse.Namespace(options=argv[1:]))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flexmuse", description="FlexMUSE: multi-modal creative writing")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _write_parser(subparsers)
     _corpus_parser(subparsers)
+    _evaluate_parser(subparsers)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from images_flexmuse import ImageLoadError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    forwarded = _forward_evaluate(argv)
+    if forwarded is not None:
+        return forwarded
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

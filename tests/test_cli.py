@@ -49,3 +49,9 @@ def test_bad_image_fails_and_writes_nothing(tmp_path, capsys):
     assert not out.exists()
     assert main(["write", "--model", str(tmp_path / "pipe"), "--topic", "t", "--out", str(out)]) == 2
     assert "no text-to-image part" in capsys.readouterr().err and not out.exists()
+
+
+def test_evaluate_hands_its_options_to_training_evaluate():
+    exe = os.path.join(os.path.dirname(sys.executable), "flexmuse")
+    out = subprocess.run([exe, "evaluate", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "--judge_url" in out and "--rouge_tokenization" in out and "--update_model_card" in out

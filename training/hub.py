@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from transformers.dynamic_module_utils import custom_object_save
 from transformers.pipelines import PIPELINE_REGISTRY
 
@@ -65,6 +65,24 @@ def base_models_of(model_name_or_path: str) -> list:
     return [base] if isinstance(base, str) else list(base or [])
 
 
+def update_model_index(model_dir: str, metrics: dict, dataset_name: str, dataset_type: str,
+                       split: str = "test") -> ModelCard:
+    """Write `metrics` (name -> number) into the `model-index` of `model_dir`/README.md, replacing
+    earlier results for the same dataset and split; the card's other metadata and text stay."""
+    path = os.path.join(model_dir, "README.md")
+    card = ModelCard.load(path) if os.path.isfile(path) else ModelCard(f"---\n{ModelCardData().to_yaml()}\n---\n")
+    card.data.model_name = card.data.model_name or os.path.basename(os.path.abspath(model_dir))
+    kept = [r for r in card.data.eval_results or []
+            if (r.dataset_type, r.dataset_split) != (dataset_type, split)]
+    new = [EvalResult(task_type="image-text-to-text", task_name="multi-modal creative writing",
+                      dataset_type=dataset_type, dataset_name=dataset_name, dataset_split=split,
+                      metric_type=name, metric_name=name, metric_value=round(float(value), 4))
+           for name, value in metrics.items() if value is not None]
+    card.data.eval_results = kept + new
+    card.save(path)
+    return card
+
+
 def _table(rows: dict) -> str:
     lines = ["| setting | value |", "|---|---|"]
     lines += [f"| {key} | `{value}` |" for key, value in rows.items()]
@@ -91,4 +109,5 @@ def write_model_card(output_dir: str, base_model: list, datasets: list, language
     return path
 
 
-__all__ = ["base_models_of", "declare_pipeline", "save_model_repo", "save_pipeline_code", "save_run", "write_model_card"]
+__all__ = ["base_models_of", "declare_pipeline", "save_model_repo", "save_pipeline_code", "save_run",
+           "update_model_index", "write_model_card"]

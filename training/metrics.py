@@ -1,5 +1,6 @@
-"""Metrics used while training and in the demo: ROUGE-L and alignment accuracy (DESIGN §5)."""
+"""Metrics (paper §5, DESIGN §5): ROUGE-1/2/L, BERTScore, alignment accuracy, CLIP similarity."""
 
+import logging
 from typing import Optional, Sequence
 
 import torch
@@ -17,14 +18,70 @@ class CharTokenizer:
         return [ch for ch in text if not ch.isspace()]
 
 
-def rouge_l(predictions: Sequence[str], references: Sequence[str], lang: str = "zh") -> float:
-    """Mean ROUGE-L F1; Chinese is tokenised by character."""
+class JiebaTokenizer:
+    """Chinese words as jieba cuts them (the usual practice of `rouge-chinese`)."""
+
+    def __init__(self):
+        import jieba
+
+        jieba.setLogLevel(logging.WARNING)  # jieba announces its dictionary load on stderr
+        self._cut = jieba.lcut
+
+    def tokenize(self, text: str) -> list[str]:
+        return [word for word in self._cut(text) if word.strip()]
+
+
+ROUGE_TOKENIZATIONS = ("char", "jieba")
+
+
+def rouge_scores(predictions: Sequence[str], references: Sequence[str], lang: str = "zh",
+                 tokenization: str = "char") -> dict:
+    """Mean ROUGE-1, ROUGE-2 and ROUGE-L F1 and the units they count: Chinese by `char` or `jieba`
+    words, other languages by rouge-score's own word tokenizer (no stemming)."""
     if len(predictions) != len(references) or not references:
         raise ValueError(f"need as many predictions as references, got {len(predictions)} and {len(references)}")
-    tokenizer = CharTokenizer() if lang == "zh" else None
-    scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=tokenizer)
-    scores = [scorer.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references)]
-    return sum(scores) / len(scores)
+    if tokenization not in ROUGE_TOKENIZATIONS:
+        raise ValueError(f"tokenization must be one of {ROUGE_TOKENIZATIONS}, got {tokenization!r}")
+    if lang == "zh":
+        tokenizer = CharTokenizer() if tokenization == "char" else JiebaTokenizer()
+        units = "characters" if tokenization == "char" else "jieba words"
+    else:
+        tokenizer, units = None, "words"
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], tokenizer=tokenizer)
+    totals = {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
+    for prediction, reference in zip(predictions, references):
+        for key, score in scorer.score(reference, prediction).items():
+            totals[key] += score.fmeasure
+    return {**{key: value / len(references) for key, value in totals.items()}, "tokenization": units}
+
+
+def rouge_l(predictions: Sequence[str], references: Sequence[str], lang: str = "zh") -> float:
+    """Mean ROUGE-L F1 (Chinese by characters), as training reports it."""
+    return rouge_scores(predictions, references, lang)["rougeL"]
+
+
+def bertscore_f1(predictions: Sequence[str], references: Sequence[str], lang: str = "zh",
+                 model_type: Optional[str] = None, num_layers: Optional[int] = None, batch_size: int = 32,
+                 device: Optional[str] = None) -> float:
+    """Mean BERTScore F1 (`bert_score`, no baseline rescaling). Without `model_type` the library
+    picks its model for `lang` (bert-base-chinese for zh); a model it does not know, such as a
+    local folder, needs `num_layers`."""
+    from bert_score import score
+    from bert_score.utils import model2layers
+
+    if len(predictions) != len(references) or not references:
+        raise ValueError(f"need as many predictions as references, got {len(predictions)} and {len(references)}")
+    if model_type is not None and num_layers is None and model_type not in model2layers:
+        raise ValueError(f"bert_score does not know {model_type!r}: give num_layers (the layer to read)")
+    # bert_score 0.3.13 encodes an empty sentence with a tokenizer method transformers 5 removed, and
+    # an empty paragraph shares nothing with its reference: it scores 0 without being encoded
+    kept = [i for i, text in enumerate(predictions) if text.strip()]
+    if not kept:
+        return 0.0
+    _, _, f1 = score([predictions[i] for i in kept], [references[i] for i in kept], model_type=model_type,
+                     num_layers=num_layers, lang=lang if model_type is None else None, batch_size=batch_size,
+                     device=device, verbose=False)
+    return f1.sum().item() / len(predictions)
 
 
 def _article_memory(model, processor, record, generator):
@@ -56,4 +113,30 @@ def alignment_accuracy(model, processor, articles: Dataset, seed: int = 0, limit
     return wins / pairs if pairs else float("nan")
 
 
-__all__ = ["CharTokenizer", "alignment_accuracy", "rouge_l"]
+@torch.no_grad()
+def clip_similarity(model, processor, articles: Dataset, paragraphs: Optional[Sequence[Sequence[str]]] = None) -> float:
+    """Mean cosine similarity, in the model's CLIP space, between each paragraph (the references, or
+    `paragraphs`: one list per article) and its image. Paragraphs are truncated to the CLIP text
+    tower's `max_topic_length` tokens."""
+    paragraphs = articles["paragraphs"] if paragraphs is None else paragraphs
+    total, count = 0.0, 0
+    for record, texts in zip(articles, paragraphs):
+        if len(texts) != len(record["images"]):
+            raise ValueError(f"article {record['topic']!r}: {len(record['images'])} images but {len(texts)} paragraphs")
+        count += len(texts)
+        # an empty paragraph says nothing about its image: it scores 0 (and has no text embedding)
+        kept = [i for i, t in enumerate(texts) if t.strip()]
+        if not kept:
+            continue
+        images = [load_image(record["images"][i]) for i in kept]
+        pixels = processor.image_processor(images=images, return_tensors="pt")
+        image_embeds = model.encode_images(pixels["pixel_values"].to(model.device))[0]
+        text = processor.topic_tokenizer([texts[i] for i in kept], padding=True, truncation=True,
+                                         max_length=processor.max_topic_length, return_tensors="pt")
+        text_embeds = model.encode_topics(text["input_ids"].to(model.device), text["attention_mask"].to(model.device))[0]
+        total += torch.nn.functional.cosine_similarity(text_embeds.float(), image_embeds.float(), dim=-1).sum().item()
+    return total / count
+
+
+__all__ = ["CharTokenizer", "JiebaTokenizer", "alignment_accuracy", "bertscore_f1", "clip_similarity", "rouge_l",
+           "rouge_scores"]
