@@ -19,6 +19,7 @@ import contextlib
 import copy
 import logging
 import os
+import shutil
 import sys
 from dataclasses import asdict, dataclass, field
 from typing import Optional
@@ -46,6 +47,7 @@ from training.sft import lora_config  # noqa: E402
 logger = logging.getLogger("flexmuse.dpo")
 
 LOSS_TYPES = ("sigmoid", "softmax", "sft")
+ROWS_DIR = "mscdpo_rows"  # rows saved for precomputed reference log-probs, under output_dir
 PROMPT_KEYS = ("input_ids", "attention_mask", "topic_index", "pixel_values", "topic_features", "image_features")
 
 
@@ -107,9 +109,16 @@ def msc_dpo_loss(chosen_logratios: torch.Tensor, rejected_logratios: torch.Tenso
 
 def pair_rows(rows: Dataset) -> Dataset:
     """The naive expansion: one row per (prompt, rejected) pair."""
-    return rows.map(lambda batch: {key: [v for value, rejected in zip(batch[key], batch["rejected"])
-                                         for v in ([[r] for r in rejected] if key == "rejected" else [value] * len(rejected))]
-                                   for key in batch}, batched=True, features=rows.features)
+
+    def expand(batch):
+        out = {key: [] for key in batch}
+        for row, rejected in enumerate(batch["rejected"]):
+            for text in rejected:
+                for key in batch:
+                    out[key].append([text] if key == "rejected" else batch[key][row])
+        return out
+
+    return rows.map(expand, batched=True, features=rows.features)
 
 
 @torch.no_grad()
@@ -173,7 +182,7 @@ class MscDPOTrainer(DPOTrainer):
         if args.msc_mode == "pairs":
             dataset = pair_rows(dataset)
         if args.precompute_ref_log_probs and not dataset.cache_files:
-            path = os.path.join(args.output_dir, "mscdpo_rows", dataset_name)
+            path = os.path.join(args.output_dir, ROWS_DIR, dataset_name)
             with args.main_process_first(local=False, desc=f"saving the {dataset_name} rows"):
                 if args.process_index == 0:
                     dataset.save_to_disk(path)
@@ -327,6 +336,7 @@ def main(argv=None):
                 "rejected_source": config.rejected_source, "batch_size": config.per_device_train_batch_size,
                 "processes": config.world_size, "lora": args.use_lora, "seed": config.seed}
     if trainer.is_world_process_zero():
+        shutil.rmtree(os.path.join(config.output_dir, ROWS_DIR), ignore_errors=True)  # not part of the model repo
         save_run(final, processor, config.output_dir, base_model=base_models_of(args.model_name_or_path), dataset=args.dataset,
                  language=lang, settings=settings, metrics=metrics, arguments=asdict(args),
                  world_size=config.world_size, global_step=trainer.state.global_step,
