@@ -36,6 +36,8 @@ ablation: install
 bench: install
 	HF_HUB_OFFLINE=1 $(PY) bench/bench_generate.py
 	HF_HUB_OFFLINE=1 $(PY) bench/bench_dpo.py
+	HF_HUB_OFFLINE=1 $(PY) bench/bench_train.py
+	HF_HUB_OFFLINE=1 $(PY) bench/bench_memory.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache data out demo_out eval_out
