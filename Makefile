@@ -38,6 +38,7 @@ bench: install
 	HF_HUB_OFFLINE=1 $(PY) bench/bench_dpo.py
 	HF_HUB_OFFLINE=1 $(PY) bench/bench_train.py
 	HF_HUB_OFFLINE=1 $(PY) bench/bench_memory.py
+	HF_HUB_OFFLINE=1 $(PY) bench/bench_pipeline.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache data out demo_out eval_out

@@ -63,6 +63,7 @@ class FlexMuseSeq2SeqLMOutput(Seq2SeqLMOutput):
 
 def sequence_log_probs(logits: torch.Tensor, labels: torch.LongTensor) -> torch.Tensor:
     """Sum over positions of log p(labels) under `logits` (M, T, vocab); -100 labels count 0. (M,)"""
+    # float32: bf16 log-probs are off by ~0.01 per token, and DPO compares sums over whole paragraphs
     token_logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, labels.clamp(min=0)[..., None])[..., 0]
     return (token_logp * (labels != -100)).sum(-1)
 

@@ -177,7 +177,8 @@ class FlexMusePipeline(DiffusionPipeline):
         sd.set_progress_bar_config(**getattr(self, "_progress_bar_config", {}))
         device = self.t2i_unet.device
         generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
-        return sd(prompt=[prompt] * len(seeds), generator=generators, height=height, width=width,
+        # num_images_per_prompt: the prompt goes through the text encoder once, not once per image
+        return sd(prompt=prompt, num_images_per_prompt=len(seeds), generator=generators, height=height, width=width,
                   num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, output_type="pil").images
 
     @torch.no_grad()

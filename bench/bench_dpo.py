@@ -19,7 +19,7 @@ from transformers import TrainerCallback
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import append_results  # noqa: E402
+from common import add_common_arguments, append_results  # noqa: E402
 from modeling_flexmuse import FlexMuseForConditionalGeneration  # noqa: E402
 from processing_flexmuse import FlexMuseProcessor  # noqa: E402
 from training import sft  # noqa: E402
@@ -104,7 +104,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--sft-steps", type=int, default=300)
-    parser.add_argument("--no-record", action="store_true")
+    add_common_arguments(parser, device_and_dtype=False)
     args = parser.parse_args()
 
     lines = [f"tiny preset after {args.sft_steps} SFT steps; {args.articles} articles of n chunks; "
@@ -121,10 +121,8 @@ def main():
         lines += ["", f"target at n = 4: grouped ≤ 0.70× the pairs' epoch time: {ratios[4]:.2f}×, "
                       f"{'met' if ratios[4] <= 0.70 else 'missed'}"]
     table = "\n".join(lines)
-    if args.no_record:
-        print(table)
-    else:
-        append_results("bench_dpo: mscDPO grouped forward vs naive pairs", table)
+    append_results("bench_dpo: mscDPO grouped forward vs naive pairs", table,
+                   record=not args.no_record)
 
 
 if __name__ == "__main__":

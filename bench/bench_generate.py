@@ -14,7 +14,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import append_results, median_seconds  # noqa: E402
+from common import add_common_arguments, append_results, median_seconds  # noqa: E402
 from configuration_flexmuse import FlexMuseConfig  # noqa: E402
 from modeling_flexmuse import FlexMuseForConditionalGeneration  # noqa: E402
 
@@ -25,9 +25,7 @@ def main():
     parser.add_argument("--chunks", type=int, default=4, help="images (paragraphs) in the article")
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
-    parser.add_argument("--no-record", action="store_true", help="print only, do not append to RESULTS.md")
+    add_common_arguments(parser)
     args = parser.parse_args()
     dtype = getattr(torch, args.dtype)
 
@@ -35,7 +33,7 @@ def main():
     config = FlexMuseConfig.from_preset(args.preset, gate_mode="open")
     model = FlexMuseForConditionalGeneration(config).to(args.device, dtype).eval()
     size = model.mme.image_size
-    topic = torch.randint(5, 1000, (1, 16), device=args.device)
+    topic = torch.randint(5, min(1000, config.encoder.text_config.vocab_size), (1, 16), device=args.device)
     pixels = torch.randn(args.chunks, 3, size, size, device=args.device)
     decode = dict(min_new_tokens=args.new_tokens, max_new_tokens=args.new_tokens, do_sample=False)
 
@@ -75,10 +73,8 @@ def main():
         f"| of the batched call: encoding (CLIP, gate, fusion, memory) | {t_encode:.3f} | "
         f"decoding alone / T5 = {(t_batched - t_encode) / t_bare:.3f} | | |",
     ])
-    if args.no_record:
-        print(table)
-    else:
-        append_results("bench_generate: batched article vs sequential, FlexMUSE vs bare T5", table)
+    append_results("bench_generate: batched article vs sequential, FlexMUSE vs bare T5", table,
+                   record=not args.no_record)
 
 
 if __name__ == "__main__":

@@ -20,31 +20,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import append_results  # noqa: E402
+from common import add_common_arguments, append_results, sd_turbo_components  # noqa: E402
 
 CASES = ("infer", "sft", "sft-checkpointing")
-
-
-def sd_turbo_components():
-    """Stable Diffusion 2.1-sized parts (what sd-turbo ships), random weights."""
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
-    from transformers import ByT5Tokenizer, CLIPTextConfig, CLIPTextModel
-
-    unet = UNet2DConditionModel(
-        sample_size=64, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, cross_attention_dim=1024,
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        attention_head_dim=(5, 10, 20, 20), use_linear_projection=True,
-    )
-    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-                        up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, layers_per_block=2,
-                        sample_size=512)
-    text = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=1024, intermediate_size=4096,
-                                        num_hidden_layers=23, num_attention_heads=16, max_position_embeddings=77,
-                                        hidden_act="gelu", projection_dim=1024, pad_token_id=0, bos_token_id=2,
-                                        eos_token_id=1))
-    return {"t2i_unet": unet, "t2i_vae": vae, "t2i_text_encoder": text,
-            "t2i_tokenizer": ByT5Tokenizer(model_max_length=77), "t2i_scheduler": EulerDiscreteScheduler()}
 
 
 def run_case(case: str, dtype_name: str) -> dict:
@@ -101,7 +79,7 @@ def main():
     parser.add_argument("--dtype", default=None, help="default: float16 on a GPU for inference, bfloat16 for SFT, "
                                                       "float32 on CPU")
     parser.add_argument("--run-case", default=None, help=argparse.SUPPRESS)  # the child process
-    parser.add_argument("--no-record", action="store_true")
+    add_common_arguments(parser, device_and_dtype=False)
     args = parser.parse_args()
     if args.run_case:
         print(json.dumps(run_case(args.run_case, args.dtype)))
@@ -124,10 +102,8 @@ def main():
         lines.append(f"| {case} | {dtype} | {peak / 1024:.2f} GiB | {result['kind']} | "
                      f"≤ {targets[case] // 1024} GB | {met} |")
     table = "\n".join(lines)
-    if args.no_record:
-        print(table)
-    else:
-        append_results("bench_memory: peak memory, base preset with SD; SFT batch 16", table)
+    append_results("bench_memory: peak memory, base preset with SD; SFT batch 16", table,
+                   record=not args.no_record)
 
 
 if __name__ == "__main__":

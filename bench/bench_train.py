@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import append_results  # noqa: E402
+from common import add_common_arguments, append_results  # noqa: E402
 from configuration_flexmuse import FlexMuseConfig  # noqa: E402
 from modeling_flexmuse import FlexMuseForConditionalGeneration  # noqa: E402
 from processing_flexmuse import FlexMuseProcessor  # noqa: E402
@@ -54,7 +54,7 @@ def main():
     parser.add_argument("--paragraph-tokens", type=int, default=None, help=(
         "truncate paragraphs to this many writer tokens; the byte-level tokenizer used here spends 3 tokens "
         "on a Chinese character, a real T5 vocabulary about one"))
-    parser.add_argument("--no-record", action="store_true")
+    add_common_arguments(parser, device_and_dtype=False)
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -84,10 +84,8 @@ def main():
                      f"{args.batch / cached:.1f} | {speedup:.2f}× | {'met' if speedup >= 2 else 'missed'} |")
         del model, cache
     table = "\n".join(lines)
-    if args.no_record:
-        print(table)
-    else:
-        append_results("bench_train: SFT step with the frozen-encoder feature cache vs recomputing CLIP", table)
+    append_results("bench_train: SFT step with the frozen-encoder feature cache vs recomputing CLIP", table,
+                   record=not args.no_record)
 
 
 if __name__ == "__main__":

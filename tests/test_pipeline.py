@@ -73,8 +73,9 @@ def test_images_and_num_images():
 
 def test_one_t2i_call_one_generate_one_text_tower_call_per_article(monkeypatch):
     pipe = make_pipeline()
-    counts = {"unet": 0, "generate": 0, "text": []}
+    counts = {"unet": 0, "generate": 0, "text": [], "t2i_text": []}
     pipe.t2i_unet.register_forward_hook(lambda *a: counts.__setitem__("unet", counts["unet"] + 1))
+    pipe.t2i_text_encoder.register_forward_pre_hook(lambda module, args: counts["t2i_text"].append(args[0].shape[0]))
     generate, text_features = pipe.model.generate, pipe.model.mme.text_features
     monkeypatch.setattr(pipe.model, "generate",
                         lambda **kw: counts.__setitem__("generate", counts["generate"] + 1) or generate(**kw))
@@ -83,6 +84,8 @@ def test_one_t2i_call_one_generate_one_text_tower_call_per_article(monkeypatch):
     pipe(TOPIC, num_images=4, generator=torch.Generator().manual_seed(0), **FAST)
     # one batched T2I call: one UNet pass per denoising step for all 4 images
     assert counts["unet"] == FAST["num_inference_steps"]
+    # the prompt and the empty negative prompt (guidance) are each encoded once for all 4 images
+    assert counts["t2i_text"] == [1, 1]
     assert counts["generate"] == 1
     assert counts["text"] == [1]
 
@@ -181,3 +184,20 @@ def test_from_model_with_a_stable_diffusion_folder_and_dtype(tmp_path):
     assert pipe.model.dtype == torch.bfloat16 and pipe.t2i_unet.dtype == torch.bfloat16
     out = pipe.to("cpu")(TOPIC, num_images=2, generator=torch.Generator().manual_seed(0), **FAST)
     assert len(out.paragraphs) == 2 and all(out.paragraphs)
+
+
+def test_tiny_autoencoder_replaces_the_vae_and_survives_save_load(tmp_path):
+    from diffusers import AutoencoderTiny
+
+    pipe = make_pipeline()
+    # TAESD's layout at toy width; 4 latent channels like the tiny UNet's
+    pipe.t2i_vae = AutoencoderTiny(encoder_block_out_channels=(8,) * 4, decoder_block_out_channels=(8,) * 4,
+                                   num_encoder_blocks=(1,) * 4, num_decoder_blocks=(1,) * 4)
+    out = pipe(TOPIC, num_images=2, height=16, width=16, generator=torch.Generator().manual_seed(0), **FAST)
+    assert len(out.images) == len(out.paragraphs) == 2 and out.images[0].size == (16, 16)
+    pipe.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "model_index.json").read_text())["t2i_vae"] == ["diffusers", "AutoencoderTiny"]
+    again = FlexMusePipeline.from_pretrained(tmp_path)
+    assert isinstance(again.t2i_vae, AutoencoderTiny)
+    assert _fingerprint(again(TOPIC, num_images=2, height=16, width=16, generator=torch.Generator().manual_seed(0),
+                              **FAST)) == _fingerprint(out)
