@@ -23,7 +23,7 @@ from transformers import PreTrainedTokenizerFast
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import add_common_arguments, append_results, median_seconds, sd_turbo_components  # noqa: E402
+from common import add_common_arguments, append_results, median_seconds, sd_turbo_components, sync  # noqa: E402
 from configuration_flexmuse import FlexMuseConfig  # noqa: E402
 from modeling_flexmuse import FlexMuseForConditionalGeneration  # noqa: E402
 from pipeline_flexmuse import FlexMusePipeline  # noqa: E402
@@ -56,11 +56,6 @@ class CallClock:
             return out
 
         setattr(owner, method, timed)
-
-
-def sync():
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 def main():
@@ -123,10 +118,12 @@ def main():
         for name, stage in [("T2I (one batched SD call)", draw), ("preprocess (resize, tokenize)", preprocess),
                             ("CLIP encode (text + vision)", encode), ("msaGate + fusion + memory", gate_and_fusion),
                             ("T5 decode", write)]:
-            stages[name] = median_seconds(stage, args.runs)
+            stage()  # warm-up, untimed, and not counted by the clock either
+            clock.seconds.clear()
+            stages[name] = median_seconds(stage, args.runs, warmup=0)
             if stage is draw:
-                # per T2I call: every part's calls summed, then the median over the runs
-                calls = {part: len(times) // (args.runs + 1) for part, times in clock.seconds.items()}
+                # per T2I call: each part's calls in that call summed, then the median over the runs
+                calls = {part: len(times) // args.runs for part, times in clock.seconds.items()}
                 parts = {part: statistics.median(sum(times[i:i + calls[part]]) for i in
                                                  range(0, len(times), calls[part]))
                          for part, times in clock.seconds.items()}

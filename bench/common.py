@@ -13,17 +13,21 @@ import torch
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
 
 
+def sync() -> None:
+    """Wait for queued GPU work, so that a wall-clock reading covers it (no-op on CPU)."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def median_seconds(fn, runs: int, warmup: int = 1) -> float:
     """Median wall time of `fn()` over `runs` runs, after `warmup` untimed runs."""
     for _ in range(warmup):
         fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+    sync()
 
     def timed():
         fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
+        sync()
 
     return statistics.median(timeit.repeat(timed, number=1, repeat=runs))
 
