@@ -58,11 +58,7 @@ class Handler(BaseHTTPRequestHandler):
             server.received.append((dict(self.headers), body))
             server.in_flight += 1
             server.max_in_flight = max(server.max_in_flight, server.in_flight)
-        try:
-            self.answer(server.next_step(body["messages"][0]["content"]), body)
-        finally:
-            with server.lock:
-                server.in_flight -= 1
+        self.answer(server.next_step(body["messages"][0]["content"]), body)
 
     def answer(self, step, body):
         if isinstance(step, str):
@@ -76,6 +72,10 @@ class Handler(BaseHTTPRequestHandler):
         self.send(200, json.dumps(reply, ensure_ascii=False).encode("utf-8"))
 
     def send(self, code, payload):
+        # out of flight before the reply leaves: once the client has it, its worker may send the next
+        # request, which must not find this one still counted
+        with self.server.lock:
+            self.server.in_flight -= 1
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
