@@ -26,11 +26,11 @@ demo: install
 	$(VENV)/bin/flexmuse make-corpus --out data/corpus --articles 400 --seed 0 --lang zh
 	HF_HUB_OFFLINE=1 $(ACCELERATE) training/sft.py --config training/configs/tiny.yaml --output_dir out/sft --disable_tqdm true
 	HF_HUB_OFFLINE=1 $(ACCELERATE) training/dpo.py --config training/configs/tiny.yaml --model_name_or_path out/sft --output_dir out/dpo --disable_tqdm true
-	HF_HUB_OFFLINE=1 $(PY) -m training.demo --model SFT=out/sft --model mscDPO=out/dpo --data data/corpus --out demo_out
+	HF_HUB_OFFLINE=1 $(PY) training/demo.py --model SFT=out/sft --model mscDPO=out/dpo --data data/corpus --out demo_out
 
 # The paper's Table 2 rows trained by flags on the offline corpus, scored on its test split.
 ablation: install
-	HF_HUB_OFFLINE=1 $(PY) -m training.ablation --data data/corpus --out out/ablation --report bench/ABLATION.md
+	HF_HUB_OFFLINE=1 $(PY) training/ablation.py --data data/corpus --out out/ablation --report bench/ABLATION.md
 
 # Benchmarks (by hand, never part of the tests): each appends its table to bench/RESULTS.md.
 bench: install

@@ -14,7 +14,7 @@ GATE_MODES = ("sample", "open", "closed")
 FUSION_TOKENS = ("token", "pooled")
 ENCODER_BACKENDS = ("transformers", "open_clip")
 
-# Hub checkpoints each preset is built from (DESIGN §6). The sizes below are those checkpoints'
+# Hub checkpoints each preset is built from (README, "Presets"). The sizes below are those checkpoints'
 # published configs written out, so a preset config (and a randomly initialised model of the
 # real size, as the benchmarks use) needs no download.
 PRESET_COMPONENTS = {
@@ -270,7 +270,7 @@ class FlexMuseConfig(PretrainedConfig):
 
     @classmethod
     def from_preset(cls, name: str, **kwargs) -> "FlexMuseConfig":
-        """`"tiny"`, `"base"` or `"base-en"` (DESIGN §6)."""
+        """`"tiny"`, `"base"` or `"base-en"` (README, "Presets")."""
         builders = {"tiny": cls.tiny, "base": cls.base, "base-en": cls.base_en}
         if name not in builders:
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(builders)}")

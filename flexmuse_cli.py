@@ -88,7 +88,7 @@ def _corpus_parser(subparsers) -> None:
 
 
 def _make_corpus(args: argparse.Namespace) -> int:
-    from training.corpus import make_corpus
+    from flexmuse_training.corpus import make_corpus
 
     sizes = make_corpus(args.out, args.articles, seed=args.seed, lang=args.lang, eval_articles=args.eval_articles,
                         chunks=args.chunks)
@@ -99,21 +99,21 @@ def _make_corpus(args: argparse.Namespace) -> int:
 def _evaluate_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "evaluate", help="score a trained model on a test split (ROUGE, BERTScore, LLM judge, alignment)",
-        description="Runs training/evaluate.py; `flexmuse evaluate --help` lists its options.", add_help=False,
+        description="Scores a model with the evaluator; `flexmuse evaluate --help` lists its options.", add_help=False,
     )
     parser.add_argument("options", nargs=argparse.REMAINDER)
     parser.set_defaults(func=_evaluate)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from training.evaluate import main as evaluate
+    from flexmuse_training.evaluate import main as evaluate
 
     evaluate(args.options)
     return 0
 
 
 def _forward_evaluate(argv: list) -> Optional[int]:
-    """`flexmuse evaluate ...` hands every option to training/evaluate.py's own parser (argparse's
+    """`flexmuse evaluate ...` hands every option to the evaluator's own parser (argparse's
     REMAINDER does not pass on options such as --help that come first)."""
     if argv[:1] != ["evaluate"]:
         return None

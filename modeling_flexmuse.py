@@ -188,6 +188,9 @@ class CLIPFeatureEncoder(nn.Module):
     same projection so that Eq. 1-4 compare like with like.
     """
 
+    # generation reads the encoder's input name when it differs from the model's; the topics are it
+    main_input_name = "input_ids"
+
     def __init__(self, config: FlexMuseConfig):
         super().__init__()
         self.clip = AutoModel.from_config(config.encoder)
@@ -209,6 +212,8 @@ class CLIPFeatureEncoder(nn.Module):
 
 class OpenCLIPFeatureEncoder(nn.Module):
     """Multi-modal encoder from open_clip (its plain `CLIP` architectures), built from the config."""
+
+    main_input_name = "input_ids"  # as CLIPFeatureEncoder's
 
     def __init__(self, config: FlexMuseConfig):
         super().__init__()
@@ -287,9 +292,9 @@ class FlexMuseForConditionalGeneration(FlexMusePreTrainedModel, GenerationMixin)
     def __init__(self, config: FlexMuseConfig):
         super().__init__(config)
         if config.encoder_backend == "open_clip":
-            self.mme = OpenCLIPFeatureEncoder(config)
+            self.encoder = OpenCLIPFeatureEncoder(config)
         else:
-            self.mme = CLIPFeatureEncoder(config)
+            self.encoder = CLIPFeatureEncoder(config)
         self.gate = MsaGate(config.gate_low, config.gate_high)
         self.fusion = CrossModalityFusion(config.projection_dim, config.fusion_heads) if config.use_fusion else None
         self.memory = FlexMuseMemory(config.projection_dim, config.decoder.d_model)
@@ -300,8 +305,7 @@ class FlexMuseForConditionalGeneration(FlexMusePreTrainedModel, GenerationMixin)
         self.decoder = T5Stack(decoder_config)
         self.lm_head = nn.Linear(config.decoder.d_model, config.decoder.vocab_size, bias=False)
         self.post_init()
-        if config.freeze_encoder:
-            self.mme.requires_grad_(False)
+        self.set_encoder_trainable(not config.freeze_encoder)
 
     def get_input_embeddings(self):
         return self.decoder.embed_tokens
@@ -316,14 +320,25 @@ class FlexMuseForConditionalGeneration(FlexMusePreTrainedModel, GenerationMixin)
         self.lm_head = value
 
     def get_encoder(self):
-        return self.mme
+        return self.encoder
 
     def get_decoder(self):
         return self.decoder
 
     # ------------------------------------------------------------------ encoding
+    @property
+    def encoder_trainable(self) -> bool:
+        """Whether the CLIP encoder receives gradients (`config.freeze_encoder` is the opposite)."""
+        return any(p.requires_grad for p in self.encoder.parameters())
+
+    def set_encoder_trainable(self, trainable: bool) -> None:
+        """Freeze (the paper's setting) or unfreeze the CLIP encoder, and record it in the config so
+        that a saved model loads the same way. The one place the encoder's trainability is set."""
+        self.encoder.requires_grad_(trainable)
+        self.config.freeze_encoder = not trainable
+
     def _encoder_grad(self) -> bool:
-        return torch.is_grad_enabled() and any(p.requires_grad for p in self.mme.parameters())
+        return torch.is_grad_enabled() and self.encoder_trainable
 
     def encode_topics(self, input_ids: torch.LongTensor, attention_mask: Optional[torch.Tensor] = None):
         """CLIP text tower, once per topic. Returns pooled Z^T (A, D), tokens (A, L, D), mask (A, L)."""
@@ -332,24 +347,24 @@ class FlexMuseForConditionalGeneration(FlexMusePreTrainedModel, GenerationMixin)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         content = attention_mask.bool() & ~torch.isin(
-            input_ids, torch.tensor(sorted(self.mme.special_token_ids), device=input_ids.device)
+            input_ids, torch.tensor(sorted(self.encoder.special_token_ids), device=input_ids.device)
         )
         empty = (~content.any(dim=1)).nonzero().flatten().tolist()
         if empty:
             raise ValueError(f"empty topic: topic rows {empty} hold no token besides special/padding tokens")
         with torch.set_grad_enabled(self._encoder_grad()):
-            pooled, tokens = self.mme.text_features(input_ids, attention_mask)
+            pooled, tokens = self.encoder.text_features(input_ids, attention_mask)
         return pooled, tokens, attention_mask.bool()
 
     def encode_images(self, pixel_values: torch.FloatTensor):
         """CLIP vision tower. Returns pooled Z^V (N, D) and projected patch tokens (N, P, D)."""
-        size = self.mme.image_size
+        size = self.encoder.image_size
         if pixel_values is None or pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != (3, size, size):
             shape = None if pixel_values is None else tuple(pixel_values.shape)
             raise ValueError(f"pixel_values must have shape (num_images, 3, {size}, {size}), got {shape}")
         pixel_values = pixel_values.to(self.dtype)
         with torch.set_grad_enabled(self._encoder_grad()):
-            return self.mme.image_features(pixel_values)
+            return self.encoder.image_features(pixel_values)
 
     @staticmethod
     def _resolve_topic_index(num_topics: int, num_images: int, topic_index, device) -> torch.LongTensor:
@@ -371,6 +386,7 @@ class FlexMuseForConditionalGeneration(FlexMusePreTrainedModel, GenerationMixin)
 
     def get_memory(
         self,
+        *,
         input_ids: Optional[torch.LongTensor] = None,
         pixel_values: Optional[torch.FloatTensor] = None,
         attention_mask: Optional[torch.Tensor] = None,
@@ -431,14 +447,16 @@ class FlexMuseForConditionalGeneration(FlexMusePreTrainedModel, GenerationMixin)
         )
 
     # ------------------------------------------------------------------ decoding
-    def _shift_right(self, labels: torch.LongTensor) -> torch.LongTensor:
+    def shift_right(self, labels: torch.LongTensor) -> torch.LongTensor:
+        """Decoder inputs for `labels` (N, T): the start token, then the labels shifted one step
+        (-100 becomes padding), as T5 does for teacher forcing."""
         shifted = labels.new_zeros(labels.shape)
         shifted[:, 1:] = labels[:, :-1]
         shifted[:, 0] = self.config.decoder_start_token_id
         return shifted.masked_fill(shifted == -100, self.config.pad_token_id)
 
     def prepare_decoder_input_ids_from_labels(self, labels: torch.LongTensor):
-        return self._shift_right(labels)
+        return self.shift_right(labels)
 
     def forward(
         self,
@@ -487,8 +505,9 @@ class FlexMuseForConditionalGeneration(FlexMusePreTrainedModel, GenerationMixin)
             if (input_ids is None and topic_features is None) or (pixel_values is None and image_features is None):
                 raise ValueError("FlexMUSE needs input_ids (topics) and pixel_values (images), or encoder_outputs")
             encoder_outputs = self.get_memory(
-                input_ids, pixel_values, attention_mask, topic_index, gate_mode, gate_keep, generator,
-                topic_features, image_features, gate_u,
+                input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask, topic_index=topic_index,
+                gate_mode=gate_mode, gate_keep=gate_keep, generator=generator, topic_features=topic_features,
+                image_features=image_features, gate_u=gate_u,
             )
             memory_mask = encoder_outputs.attention_mask
         else:
@@ -498,7 +517,7 @@ class FlexMuseForConditionalGeneration(FlexMusePreTrainedModel, GenerationMixin)
             memory, memory_mask = memory[memory_index], memory_mask[memory_index]
 
         if labels is not None and decoder_input_ids is None:
-            decoder_input_ids = self._shift_right(labels)
+            decoder_input_ids = self.shift_right(labels)
         if use_cache is None:
             use_cache = labels is None and self.config.decoder.use_cache
         decoder_outputs = self.decoder(
@@ -568,7 +587,8 @@ class FlexMuseForConditionalGeneration(FlexMusePreTrainedModel, GenerationMixin)
         if encoder_outputs is None:
             with torch.no_grad():
                 encoder_outputs = self.get_memory(
-                    input_ids, pixel_values, attention_mask, topic_index, gate_mode, gate_keep, generator
+                    input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask,
+                    topic_index=topic_index, gate_mode=gate_mode, gate_keep=gate_keep, generator=generator,
                 )
             attention_mask = None
         if attention_mask is None:
@@ -603,7 +623,7 @@ class FlexMuseForConditionalGeneration(FlexMusePreTrainedModel, GenerationMixin)
         config = FlexMuseConfig(encoder=clip.config, decoder=t5.config, tie_word_embeddings=tied, **config_kwargs)
         with torch.device("meta"):
             model = cls(config)
-        model.mme.clip = clip
+        model.encoder.clip = clip
         model.decoder = t5.decoder
         model.lm_head = t5.lm_head
         del t5.encoder
@@ -614,8 +634,7 @@ class FlexMuseForConditionalGeneration(FlexMusePreTrainedModel, GenerationMixin)
                 module.apply(model._init_weights)
         if dtype is not None:
             model.to(dtype)
-        if config.freeze_encoder:
-            model.mme.requires_grad_(False)
+        model.set_encoder_trainable(not config.freeze_encoder)
         model.config.name_or_path = ""
         return model
 

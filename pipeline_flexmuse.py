@@ -1,9 +1,9 @@
-"""Writing pipelines: `FlexMusePipeline` (diffusers, with optional text-to-image) and the
-transformers pipeline task `"flexmuse"`.
+"""The diffusers pipeline `FlexMusePipeline`: topic (+ optional images) → illustrated article.
 
 Paper Fig. 2: T2I (optional) → CLIP → msaGate (Eq. 1) → fusion (Eq. 2-4) → T5. With images the T2I
 step is skipped; with a topic only, the T2I part draws the images in one batched call, one seed
-per image. Both pipelines decode every paragraph of an article in one `generate` call.
+per image. The writing itself is writing_flexmuse.py's, shared with the transformers task
+(task_flexmuse.py) and with evaluation.
 """
 
 import os
@@ -15,75 +15,19 @@ import torch
 from diffusers import DiffusionPipeline, StableDiffusionPipeline
 from diffusers.utils import BaseOutput
 from PIL import Image
-from transformers import AutoModel, Pipeline
-from transformers.pipelines import PIPELINE_REGISTRY
 
 try:
-    from .article_flexmuse import Article, Section
+    from .article_flexmuse import Article
     from .images_flexmuse import ImageInput, load_image
     from .modeling_flexmuse import FlexMuseForConditionalGeneration
     from .processing_flexmuse import FlexMuseProcessor
+    from .writing_flexmuse import draw_seeds, write_articles
 except ImportError:  # imported as a top-level module from a checkout
-    from article_flexmuse import Article, Section
+    from article_flexmuse import Article
     from images_flexmuse import ImageInput, load_image
     from modeling_flexmuse import FlexMuseForConditionalGeneration
     from processing_flexmuse import FlexMuseProcessor
-
-TASK = "flexmuse"
-_SEED_RANGE = 2**31 - 1
-
-
-def draw_seeds(generator: Optional[torch.Generator], count: int) -> list[int]:
-    """`count` seeds from `generator` (or the global RNG): one per image, for the gate, for decoding."""
-    device = generator.device if generator is not None else "cpu"
-    return torch.randint(0, _SEED_RANGE, (count,), generator=generator, device=device).tolist()
-
-
-def write_articles(
-    model: FlexMuseForConditionalGeneration,
-    processor: FlexMuseProcessor,
-    topics: Sequence[str],
-    images: Sequence[Sequence[Image.Image]],
-    gate_seed: int,
-    decode_seed: int,
-    gate_mode: Optional[str] = None,
-    **generate_kwargs,
-) -> list[Article]:
-    """Write every article in one batch: one text-tower call, one `generate` call."""
-    if generate_kwargs.get("num_return_sequences", 1) != 1:
-        raise ValueError("num_return_sequences must be 1: an article has one paragraph per image")
-    batch = processor(list(topics), [list(article) for article in images]).to(model.device)
-    gate_generator = torch.Generator().manual_seed(gate_seed)
-    with torch.no_grad():
-        memory = model.get_memory(
-            batch["input_ids"], batch["pixel_values"], batch["attention_mask"], batch["topic_index"],
-            gate_mode=gate_mode, generator=gate_generator,
-        )
-    # sampling draws from torch's global RNG; seed a fork of it so the caller's stream is untouched
-    devices = [model.device] if model.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(decode_seed)
-        token_ids = model.generate(encoder_outputs=memory, **generate_kwargs)
-    paragraphs = processor.decode_paragraphs(token_ids)
-
-    settings = {k: v for k, v in generate_kwargs.items() if isinstance(v, (bool, int, float, str))}
-    metadata = {
-        "model": getattr(model.config, "name_or_path", "") or "",
-        "gate_mode": gate_mode or model.config.gate_mode,
-        "seeds": {"gate": gate_seed, "decode": decode_seed},
-        "generation": settings,
-    }
-    articles, row = [], 0
-    for topic, article_images in zip(topics, images):
-        sections = []
-        for image in article_images:
-            sections.append(Section(image, paragraphs[row], {
-                "gate_keep": bool(memory.gate_keep[row]),
-                "gate_similarity": round(float(memory.gate_similarity[row]), 6),
-            }))
-            row += 1
-        articles.append(Article(topic=topic, sections=sections, metadata=dict(metadata)))
-    return articles
+    from writing_flexmuse import draw_seeds, write_articles
 
 
 @dataclass
@@ -273,70 +217,4 @@ def _convert_images(images: list[Image.Image], output_type: str):
     return tensors if len({t.shape for t in tensors}) > 1 else torch.stack(tensors)
 
 
-class FlexMuseWritingPipeline(Pipeline):
-    r"""
-    The transformers task `"flexmuse"`: `pipeline("flexmuse", model=...)(topic, images=[...])` → `Article`.
-
-    Inputs: a topic with `images=[...]` (paths, PIL images or numpy arrays), a dict
-    `{"topic": ..., "images": [...]}`, or a list of such dicts, written together in one batch.
-    Keyword arguments: `seed`, `gate_mode` and any `generate` option (`max_new_tokens`, `num_beams`,
-    `do_sample`, ...). This pipeline has no text-to-image part: use [`FlexMusePipeline`] for that.
-    """
-
-    _load_processor = True
-    _load_tokenizer = False
-    _load_image_processor = False
-    _load_feature_extractor = False
-
-    def __call__(self, inputs, images=None, **kwargs):
-        single = not isinstance(inputs, (list, tuple))
-        articles = [inputs] if single else list(inputs)
-        batch = []
-        for number, item in enumerate(articles):
-            if isinstance(item, str):
-                item = {"topic": item, "images": images}
-            if not isinstance(item, dict) or "topic" not in item:
-                raise ValueError(f"article {number}: expected a topic string or a dict with 'topic' and 'images'")
-            if not item.get("images"):
-                raise ValueError(f"article {number} ({item['topic']!r}) has no images; this pipeline needs images "
-                                 "(FlexMusePipeline can draw them with its text-to-image part)")
-            batch.append({"topic": item["topic"], "images": [load_image(image) for image in item["images"]]})
-        written = super().__call__(_ArticleBatch(batch), **kwargs)
-        return written[0] if single else written
-
-    def save_pretrained(self, save_directory, **kwargs):
-        """Model, remote code (`custom_pipelines`) and the whole processor, both tokenizers included."""
-        super().save_pretrained(save_directory, **kwargs)
-        self.processor.save_pretrained(save_directory)
-
-    def _sanitize_parameters(self, seed=None, gate_mode=None, **generate_kwargs):
-        forward = {"seed": seed, "gate_mode": gate_mode, "generate_kwargs": generate_kwargs}
-        return {}, forward, {}
-
-    def preprocess(self, batch: "_ArticleBatch"):
-        return {"batch": batch}
-
-    def _forward(self, model_inputs, seed=None, gate_mode=None, generate_kwargs=None):
-        generator = None if seed is None else torch.Generator().manual_seed(int(seed))
-        gate_seed, decode_seed = draw_seeds(generator, 2)
-        articles = model_inputs["batch"].articles
-        generate_kwargs = {"max_new_tokens": 128, **(generate_kwargs or {})}
-        return write_articles(self.model, self.processor, [a["topic"] for a in articles],
-                              [a["images"] for a in articles], gate_seed, decode_seed, gate_mode=gate_mode,
-                              **generate_kwargs)
-
-    def postprocess(self, model_outputs):
-        return model_outputs
-
-
-@dataclass
-class _ArticleBatch:
-    """Articles the pipeline writes together (kept whole so `Pipeline` does not split the list)."""
-
-    articles: list
-
-
-PIPELINE_REGISTRY.register_pipeline(TASK, pipeline_class=FlexMuseWritingPipeline, pt_model=AutoModel,
-                                    type="multimodal")
-
-__all__ = ["FlexMusePipeline", "FlexMusePipelineOutput", "FlexMuseWritingPipeline", "draw_seeds", "write_articles"]
+__all__ = ["FlexMusePipeline", "FlexMusePipelineOutput"]

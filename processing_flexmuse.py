@@ -45,10 +45,14 @@ class FlexMuseProcessor(ProcessorMixin):
         return_tensors: str = "pt",
     ) -> BatchFeature:
         r"""
-        One article (`topics` a string, `images` a list) or several (a list of topics and a list of
-        image lists). Returns `input_ids` and `attention_mask` (one row per topic), `pixel_values`
-        and `topic_index` (one row per image) and, given `paragraphs` (one per image), `labels`
-        padded with -100.
+        Model inputs for one article (`topics` a string, `images` a list) or several (a list of
+        topics and a list of image lists). This is the one way topics and images become model inputs:
+        writing, the training collators and evaluation all call it, so they cannot drift apart.
+
+        Returns `input_ids` and `attention_mask` (one row per distinct topic, padded to the longest),
+        `pixel_values` and `topic_index` (one row per image: the row of its topic) and, given
+        `paragraphs` (one per image), `labels` padded with -100. Articles that share a topic share its
+        row, so the text tower encodes each distinct topic once.
         """
         single = isinstance(topics, str)
         topics = [topics] if single else list(topics)
@@ -62,12 +66,14 @@ class FlexMuseProcessor(ProcessorMixin):
             if not article_images:
                 raise ValueError(f"article {number} ({topics[number]!r}) has no images")
 
+        distinct = list(dict.fromkeys(topics))
         text = self.topic_tokenizer(
-            topics, padding=True, truncation=True, max_length=self.max_topic_length, return_tensors=return_tensors
+            distinct, padding=True, truncation=True, max_length=self.max_topic_length, return_tensors=return_tensors
         )
         pictures = [load_image(image) for article_images in images for image in article_images]
         pixel_values = self.image_processor(images=pictures, return_tensors=return_tensors)["pixel_values"]
-        topic_index = torch.tensor([n for n, article_images in enumerate(images) for _ in article_images])
+        row = {topic: number for number, topic in enumerate(distinct)}
+        topic_index = torch.tensor([row[topic] for topic, article_images in zip(topics, images) for _ in article_images])
         data = {
             "input_ids": text["input_ids"],
             "attention_mask": text["attention_mask"],

@@ -10,6 +10,7 @@ per minute of training, for both.
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -17,18 +18,17 @@ import time
 import torch
 from transformers import TrainerCallback
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import add_common_arguments, append_results  # noqa: E402
-from modeling_flexmuse import FlexMuseForConditionalGeneration  # noqa: E402
-from processing_flexmuse import FlexMuseProcessor  # noqa: E402
-from training import sft  # noqa: E402
-from training.corpus import make_corpus  # noqa: E402
-from training.data import load_articles  # noqa: E402
-from training.dpo import MscDPOConfig, MscDPOTrainer  # noqa: E402
-from training.metrics import alignment_accuracy  # noqa: E402
+from common import add_common_arguments, append_results
+from modeling_flexmuse import FlexMuseForConditionalGeneration
+from processing_flexmuse import FlexMuseProcessor
+from flexmuse_training.corpus import make_corpus
+from flexmuse_training.data import load_articles
+from flexmuse_training.dpo_config import MscDPOConfig
+from flexmuse_training.dpo_trainer import MscDPOTrainer
+from flexmuse_training.metrics import alignment_accuracy
 
-CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "training", "configs", "tiny.yaml")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(REPO, "training", "configs", "tiny.yaml")
 
 
 class AlignmentProbe(TrainerCallback):
@@ -79,8 +79,9 @@ def compare(n: int, args, out: str) -> tuple[list, float]:
     corpus = os.path.join(out, f"corpus-{n}")
     make_corpus(corpus, args.articles, seed=11, eval_articles=16, chunks=n)
     start = os.path.join(out, f"sft-{n}")
-    sft.main(["--config", CONFIG, "--dataset", corpus, "--output_dir", start, "--max_steps", str(args.sft_steps),
-              "--eval_split", "", "--eval_strategy", "no", "--save_strategy", "no", "--disable_tqdm", "true"])
+    subprocess.run([sys.executable, os.path.join(REPO, "training", "sft.py"), "--config", CONFIG, "--dataset", corpus,
+                    "--output_dir", start, "--max_steps", str(args.sft_steps), "--eval_split", "", "--eval_strategy",
+                    "no", "--save_strategy", "no", "--disable_tqdm", "true"], check=True)
     processor = FlexMuseProcessor.from_pretrained(start)
     train, test = load_articles(corpus, "train"), load_articles(corpus, "test")
     results = {mode: run(mode, start, processor, train, test, args, out, n) for mode in ("grouped", "pairs")}

@@ -6,17 +6,14 @@ Base-size model with random weights (no download). Every paragraph is forced to 
 
 import argparse
 import os
-import sys
 
 import torch
 from transformers import T5ForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import add_common_arguments, append_results, median_seconds  # noqa: E402
-from configuration_flexmuse import FlexMuseConfig  # noqa: E402
-from modeling_flexmuse import FlexMuseForConditionalGeneration  # noqa: E402
+from common import add_common_arguments, append_results, median_seconds
+from configuration_flexmuse import FlexMuseConfig
+from modeling_flexmuse import FlexMuseForConditionalGeneration
 
 
 def main():
@@ -32,7 +29,7 @@ def main():
     torch.manual_seed(0)
     config = FlexMuseConfig.from_preset(args.preset, gate_mode="open")
     model = FlexMuseForConditionalGeneration(config).to(args.device, dtype).eval()
-    size = model.mme.image_size
+    size = model.encoder.image_size
     topic = torch.randint(5, min(1000, config.encoder.text_config.vocab_size), (1, 16), device=args.device)
     pixels = torch.randn(args.chunks, 3, size, size, device=args.device)
     decode = dict(min_new_tokens=args.new_tokens, max_new_tokens=args.new_tokens, do_sample=False)
@@ -44,7 +41,7 @@ def main():
         return [model.generate(input_ids=topic, pixel_values=pixels[i : i + 1], **decode) for i in range(args.chunks)]
 
     # a bare T5 (same decoder config, full encoder-decoder class) decoding over a memory of the same shape
-    memory = model.get_memory(topic, pixels)
+    memory = model.get_memory(input_ids=topic, pixel_values=pixels)
     t5 = T5ForConditionalGeneration(config.decoder).to(args.device, dtype).eval()
     bare_memory = BaseModelOutput(last_hidden_state=torch.randn_like(memory.last_hidden_state))
 
@@ -56,7 +53,7 @@ def main():
         t_batched = median_seconds(batched, args.runs)
         t_sequential = median_seconds(sequential, args.runs)
         t_bare = median_seconds(bare_t5, args.runs)
-        t_encode = median_seconds(lambda: model.get_memory(topic, pixels), args.runs)
+        t_encode = median_seconds(lambda: model.get_memory(input_ids=topic, pixel_values=pixels), args.runs)
 
     memory_len = memory.last_hidden_state.shape[1]
     speedup, overhead = t_sequential / t_batched, t_batched / t_bare

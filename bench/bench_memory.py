@@ -18,9 +18,7 @@ import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import add_common_arguments, append_results, sd_turbo_components  # noqa: E402
+from common import add_common_arguments, append_results, sd_turbo_components
 
 CASES = ("infer", "sft", "sft-checkpointing")
 
@@ -38,7 +36,7 @@ def run_case(case: str, dtype_name: str) -> dict:
     torch.manual_seed(0)
     model = FlexMuseForConditionalGeneration(FlexMuseConfig.from_preset("base"))
     if case == "infer":
-        pipe = FlexMusePipeline(model=model.eval(), processor=FlexMuseProcessor.tiny(model.mme.image_size),
+        pipe = FlexMusePipeline(model=model.eval(), processor=FlexMuseProcessor.tiny(model.encoder.image_size),
                                 **sd_turbo_components()).to(device, dtype)
         pipe.set_progress_bar_config(disable=True)
         if cuda:

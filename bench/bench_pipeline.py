@@ -11,7 +11,6 @@ table shows what the stages leave out (seeding, image conversion).
 import argparse
 import os
 import statistics
-import sys
 import time
 from collections import defaultdict
 
@@ -21,13 +20,11 @@ from tokenizers import Tokenizer
 from tokenizers.models import WordLevel
 from transformers import PreTrainedTokenizerFast
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import add_common_arguments, append_results, median_seconds, sd_turbo_components, sync  # noqa: E402
-from configuration_flexmuse import FlexMuseConfig  # noqa: E402
-from modeling_flexmuse import FlexMuseForConditionalGeneration  # noqa: E402
-from pipeline_flexmuse import FlexMusePipeline  # noqa: E402
-from processing_flexmuse import FlexMuseProcessor  # noqa: E402
+from common import add_common_arguments, append_results, median_seconds, sd_turbo_components, sync
+from configuration_flexmuse import FlexMuseConfig
+from modeling_flexmuse import FlexMuseForConditionalGeneration
+from pipeline_flexmuse import FlexMusePipeline
+from processing_flexmuse import FlexMuseProcessor
 
 
 def writer_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
@@ -73,7 +70,7 @@ def main():
 
     torch.manual_seed(0)
     model = FlexMuseForConditionalGeneration(FlexMuseConfig.from_preset("base")).eval()
-    processor = FlexMuseProcessor.tiny(model.mme.image_size)
+    processor = FlexMuseProcessor.tiny(model.encoder.image_size)
     processor.tokenizer = writer_tokenizer(model.config.decoder.vocab_size)
     t2i_parts = sd_turbo_components()
     if args.tiny_vae:

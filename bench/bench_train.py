@@ -10,21 +10,18 @@ are those of every later epoch. Both modes run the same rows, batch, optimizer a
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import add_common_arguments, append_results  # noqa: E402
-from configuration_flexmuse import FlexMuseConfig  # noqa: E402
-from modeling_flexmuse import FlexMuseForConditionalGeneration  # noqa: E402
-from processing_flexmuse import FlexMuseProcessor  # noqa: E402
-from training.collator import FlexMuseCollator, FrozenFeatureCache  # noqa: E402
-from training.corpus import make_corpus  # noqa: E402
-from training.data import load_articles, sft_view  # noqa: E402
+from common import add_common_arguments, append_results
+from configuration_flexmuse import FlexMuseConfig
+from modeling_flexmuse import FlexMuseForConditionalGeneration
+from processing_flexmuse import FlexMuseProcessor
+from flexmuse_training.collator import FlexMuseCollator, FrozenFeatureCache
+from flexmuse_training.corpus import make_corpus
+from flexmuse_training.data import load_articles, sft_view
 
 STEPS = {"tiny": 40, "base": 4}
 
@@ -70,7 +67,7 @@ def main():
     for preset in args.presets:
         torch.manual_seed(0)
         model = FlexMuseForConditionalGeneration(FlexMuseConfig.from_preset(preset)).to(device).train()
-        processor = FlexMuseProcessor.tiny(model.mme.image_size)  # byte-level tokenizers: nothing to download
+        processor = FlexMuseProcessor.tiny(model.encoder.image_size)  # byte-level tokenizers: nothing to download
         if args.paragraph_tokens:
             processor.max_paragraph_length = args.paragraph_tokens
         recompute = seconds_per_step(model, FlexMuseCollator(processor), rows, args.batch, STEPS[preset], device)

@@ -1,3 +1,4 @@
+import importlib.util
 import os
 import subprocess
 import sys
@@ -10,6 +11,17 @@ torch.set_num_threads(1)  # the suite runs under pytest-xdist: one thread per wo
 
 from configuration_flexmuse import FlexMuseConfig  # noqa: E402
 from modeling_flexmuse import FlexMuseForConditionalGeneration  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_script(name):
+    """A script of training/ (e.g. "sft") as a module, to call its `main(argv)` in this process."""
+    spec = importlib.util.spec_from_file_location(f"flexmuse_script_{name}", os.path.join(REPO, "training", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 # the tiny CLIP text tower reads ByT5 byte ids: 0 = padding, 1 = EOS (see FlexMuseConfig.tiny)
 EOS = 1

@@ -13,9 +13,9 @@ from PIL import Image
 
 from conftest import make_model
 from processing_flexmuse import FlexMuseProcessor
-from training.collator import FlexMuseCollator, FrozenFeatureCache
-from training.corpus import COLORS, is_offline_corpus, make_articles, make_corpus
-from training.data import BadRecordError, dpo_view, load_articles, sft_view
+from flexmuse_training.collator import FlexMuseCollator, FrozenFeatureCache
+from flexmuse_training.corpus import COLORS, is_offline_corpus, make_articles, make_corpus
+from flexmuse_training.data import BadRecordError, dpo_view, load_articles, sft_view
 
 
 def _image(path, color):
@@ -124,7 +124,7 @@ def test_feature_cache_gives_the_recomputed_loss_and_encodes_each_image_once(tmp
                 cached = model(**FlexMuseCollator(processor, cache)(part), gate_mode="open").loss
                 assert torch.allclose(fresh, cached, atol=1e-6), (epoch, start)
             assert cache.computed == len(rows)  # flat after the first epoch
-    model.mme.requires_grad_(True)
+    model.set_encoder_trainable(True)
     with pytest.raises(ValueError, match="frozen encoder"):
         FrozenFeatureCache(model)
 

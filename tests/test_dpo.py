@@ -11,15 +11,19 @@ import sys
 import pytest
 import torch
 
-from conftest import make_model
+from conftest import REPO, load_script, make_model
+from flexmuse_training import dpo_trainer
+from flexmuse_training.args import ModelArguments
+from flexmuse_training.corpus import make_corpus
+from flexmuse_training.data import dpo_view, load_articles
+from flexmuse_training.dpo_config import MscDPOConfig
+from flexmuse_training.dpo_trainer import MscDPOTrainer
+from flexmuse_training.evaluation import Evaluator
+from flexmuse_training.models import lora_config
+from modeling_flexmuse import FlexMuseForConditionalGeneration
 from processing_flexmuse import FlexMuseProcessor
-from training import dpo, sft
-from training.corpus import make_corpus
-from training.data import dpo_view, load_articles
-from training.demo import evaluate_model
-from pipeline_flexmuse import FlexMusePipeline
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sft, dpo = load_script("sft"), load_script("dpo")
 CONFIG = os.path.join(REPO, "training", "configs", "tiny.yaml")
 
 
@@ -33,12 +37,12 @@ def articles(tmp_path_factory):
 def _config(tmp_path, **kwargs):
     defaults = dict(output_dir=str(tmp_path / "out"), use_cpu=True, bf16=False, report_to="none", seed=0,
                     per_device_train_batch_size=4, max_steps=2, logging_steps=1, disable_tqdm=True)
-    return dpo.MscDPOConfig(**{**defaults, **kwargs})
+    return MscDPOConfig(**{**defaults, **kwargs})
 
 
 def _trainer(tmp_path, articles, seed=0, model_kwargs=None, **kwargs):
     model = make_model(seed, **(model_kwargs or {})).train()
-    return dpo.MscDPOTrainer(model, args=_config(tmp_path, **kwargs), train_dataset=articles,
+    return MscDPOTrainer(model, args=_config(tmp_path, **kwargs), train_dataset=articles,
                              processing_class=FlexMuseProcessor.tiny())
 
 
@@ -69,12 +73,12 @@ def test_softmax_and_sigmoid_losses_by_hand():
     first = -math.log(sig(-math.log(math.exp(-pairs[0]) + math.exp(-pairs[1]))))
     second = -math.log(sig(pairs[2]))  # one rejected: S-DPO is DPO
     expected_softmax = (first + second) / 2
-    assert dpo.msc_dpo_loss(chosen, rejected, mask, beta, "sigmoid").item() == pytest.approx(expected_sigmoid, abs=1e-6)
-    assert dpo.msc_dpo_loss(chosen, rejected, mask, beta, "softmax").item() == pytest.approx(expected_softmax, abs=1e-6)
+    assert dpo_trainer.msc_dpo_loss(chosen, rejected, mask, beta, "sigmoid").item() == pytest.approx(expected_sigmoid, abs=1e-6)
+    assert dpo_trainer.msc_dpo_loss(chosen, rejected, mask, beta, "softmax").item() == pytest.approx(expected_softmax, abs=1e-6)
     with pytest.raises(ValueError, match="unknown loss_type"):
-        dpo.msc_dpo_loss(chosen, rejected, mask, beta, "ipo")
+        dpo_trainer.msc_dpo_loss(chosen, rejected, mask, beta, "ipo")
     with pytest.raises(ValueError, match="supports loss_type"):
-        dpo.MscDPOConfig(output_dir="x", loss_type=["ipo"])
+        MscDPOConfig(output_dir="x", loss_type=["ipo"])
 
 
 def test_grouped_loss_and_gradients_equal_the_naive_pairs(articles, tmp_path):
@@ -127,9 +131,9 @@ def test_precomputed_reference_log_probs_equal_the_on_the_fly_ones(articles, tmp
 
 def test_lora_reference_is_the_model_with_adapters_disabled(articles, tmp_path):
     model = make_model(0).train()
-    trainer = dpo.MscDPOTrainer(model, args=_config(tmp_path, learning_rate=1e-2, max_steps=3),
+    trainer = MscDPOTrainer(model, args=_config(tmp_path, learning_rate=1e-2, max_steps=3),
                                 train_dataset=articles, processing_class=FlexMuseProcessor.tiny(),
-                                peft_config=sft.lora_config(model, sft.FlexMuseSFTArguments()))
+                                peft_config=lora_config(model, ModelArguments()))
     assert trainer.ref_model is None
     batch = trainer.data_collator(list(trainer.train_dataset.select(range(4))))
     with torch.no_grad():
@@ -153,7 +157,7 @@ def test_rows_drop_duplicates_skip_one_chunk_articles_and_count_them(tmp_path, c
     from datasets import Dataset
 
     data = load_articles(Dataset.from_list(articles))
-    with caplog.at_level(logging.INFO, logger="flexmuse.dpo"):
+    with caplog.at_level(logging.INFO, logger="flexmuse_training.dpo_trainer"):
         trainer = _trainer(tmp_path, data)
     assert "1 one-chunk skipped" in caplog.text and "duplicate/empty rejected dropped" in caplog.text
     rows = trainer.train_dataset
@@ -168,7 +172,7 @@ def test_rows_drop_duplicates_skip_one_chunk_articles_and_count_them(tmp_path, c
 
 def test_sampled_rejected_rows_hold_the_models_own_paragraphs(articles):
     model, processor = make_model(0), FlexMuseProcessor.tiny()
-    rows = dpo.sampled_rejected_rows(model, processor, articles.select(range(3)), seed=0, max_new_tokens=12)
+    rows = dpo_trainer.sampled_rejected_rows(model, processor, articles.select(range(3)), seed=0, max_new_tokens=12)
     assert 0 < len(rows) <= sum(len(p) for p in articles.select(range(3))["paragraphs"])
     assert all(len(r) == 1 and r[0].strip() and r[0] != c for r, c in zip(rows["rejected"], rows["chosen"]))
 
@@ -184,9 +188,10 @@ def test_mscdpo_after_sft_raises_alignment_and_keeps_rouge(tmp_path):
     test = load_articles(str(corpus), "test")
     scores = {}
     for stage in ("sft", "dpo"):
-        with torch.no_grad():
-            _, rouge, alignment = evaluate_model(FlexMusePipeline.from_model(str(tmp_path / stage)), test, "zh", 160)
-        scores[stage] = rouge, alignment
+        folder = str(tmp_path / stage)
+        result = Evaluator(max_new_tokens=160)(FlexMuseForConditionalGeneration.from_pretrained(folder),
+                                               FlexMuseProcessor.from_pretrained(folder), test)
+        scores[stage] = result.metrics["rougeL"], result.metrics["alignment_accuracy"]
     print("held-out (ROUGE-L, alignment):", scores)
     assert scores["dpo"][1] > scores["sft"][1] + 0.02
     assert scores["dpo"][0] >= scores["sft"][0] - 0.02
@@ -230,4 +235,4 @@ def test_the_trl_methods_overridden_still_exist():
     for name in ("_prepare_dataset", "_set_signature_columns_if_needed", "compute_ref_log_probs", "_compute_loss",
                  "_precompute_ref_logps", "prediction_step", "create_model_card"):
         assert callable(getattr(DPOTrainer, name, None)), name
-        assert name in vars(dpo.MscDPOTrainer) or name == "_precompute_ref_logps", name
+        assert name in vars(MscDPOTrainer) or name == "_precompute_ref_logps", name

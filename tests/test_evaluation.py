@@ -13,11 +13,11 @@ from transformers import BertConfig, BertModel, BertTokenizer
 from conftest import make_model
 from processing_flexmuse import FlexMuseProcessor
 from test_judge import ScriptedServer
-from training import evaluate
-from training.corpus import make_corpus
-from training.data import load_articles
-from training.hub import save_model_repo, update_model_index, write_model_card
-from training.metrics import bertscore_f1, clip_similarity, rouge_scores
+from flexmuse_training import evaluate
+from flexmuse_training.corpus import make_corpus
+from flexmuse_training.data import load_articles
+from flexmuse_training.hub import save_model_repo, update_model_index, write_model_card
+from flexmuse_training.metrics import bertscore_f1, clip_similarity, rouge_scores
 
 
 def test_rouge_on_chinese_by_hand():

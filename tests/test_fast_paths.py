@@ -8,9 +8,9 @@ from modeling_flexmuse import FlexMuseForConditionalGeneration
 
 
 def attention_implementations(model):
-    return {model.decoder.config._attn_implementation, model.mme.clip.config._attn_implementation,
-            model.mme.clip.config.text_config._attn_implementation,
-            model.mme.clip.config.vision_config._attn_implementation}
+    return {model.decoder.config._attn_implementation, model.encoder.clip.config._attn_implementation,
+            model.encoder.clip.config.text_config._attn_implementation,
+            model.encoder.clip.config.vision_config._attn_implementation}
 
 
 def test_sdpa_by_default_and_same_result_as_eager(tmp_path, pixels):
@@ -56,7 +56,7 @@ def test_half_precision_is_not_upcast(dtype, pixels):
     ids, mask = topic_ids([70, 80, 90])
     labels = torch.randint(3, 200, (3, 7), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        memory = model.get_memory(ids, pixels, mask, gate_mode="open")  # float32 pixels, as processors give them
+        memory = model.get_memory(input_ids=ids, pixel_values=pixels, attention_mask=mask, gate_mode="open")  # float32 pixels, as processors give them
         out = model(input_ids=ids, attention_mask=mask, pixel_values=pixels, labels=labels, gate_mode="open")
     assert memory.last_hidden_state.dtype == dtype
     assert out.logits.dtype == dtype

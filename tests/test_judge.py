@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-import training.judge as judge_module
-from training.judge import CRITERIA, JudgeClient, JudgeResult, aggregate, build_prompt, parse_scores
+import flexmuse_training.judge as judge_module
+from flexmuse_training.judge import CRITERIA, JudgeClient, JudgeResult, aggregate, build_prompt, parse_scores
 
 FAST = {"backoff": 0.01, "timeout": 5}
 

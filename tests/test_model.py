@@ -33,7 +33,7 @@ def test_gradients_reach_trainable_parts_not_frozen_encoder(pixels):
                  "decoder.block.1.layer.1.EncDecAttention.k.weight", "lm_head.weight"):
         grad = model.get_parameter(name).grad
         assert grad is not None and grad.abs().sum() > 0, name
-    assert all(p.grad is None and not p.requires_grad for p in model.mme.parameters())
+    assert all(p.grad is None and not p.requires_grad for p in model.encoder.parameters())
 
 
 def test_unfrozen_encoder_gets_gradients(pixels):
@@ -41,8 +41,8 @@ def test_unfrozen_encoder_gets_gradients(pixels):
     ids, mask = topic_ids([5, 6])
     model(input_ids=ids, attention_mask=mask, pixel_values=pixels, labels=torch.randint(3, 384, (3, 4)),
           gate_mode="open").loss.backward()
-    assert model.mme.clip.vision_model.embeddings.patch_embedding.weight.grad.abs().sum() > 0
-    assert model.mme.clip.text_model.embeddings.token_embedding.weight.grad.abs().sum() > 0
+    assert model.encoder.clip.vision_model.embeddings.patch_embedding.weight.grad.abs().sum() > 0
+    assert model.encoder.clip.text_model.embeddings.token_embedding.weight.grad.abs().sum() > 0
 
 
 def _pad_to(rows, length):
@@ -72,8 +72,8 @@ def test_beam_search_and_sampling_run(tiny_model, pixels):
 
 def test_text_tower_runs_once_per_article(tiny_model, pixels, monkeypatch):
     calls = []
-    original = tiny_model.mme.text_features
-    monkeypatch.setattr(tiny_model.mme, "text_features", lambda ids, m: calls.append(ids.shape) or original(ids, m))
+    original = tiny_model.encoder.text_features
+    monkeypatch.setattr(tiny_model.encoder, "text_features", lambda ids, m: calls.append(ids.shape) or original(ids, m))
     ids, mask = topic_ids([5, 6, 7])
     tiny_model.generate(input_ids=ids, attention_mask=mask, pixel_values=pixels, max_new_tokens=4)
     assert calls == [torch.Size([1, 4])]
@@ -101,7 +101,7 @@ def test_gate_masked_topic_is_absent_from_decoder_memory(tiny_model, pixels):
 
 def test_sampled_gate_is_reproducible_in_generate(tiny_model, pixels):
     ids, mask = topic_ids([5, 6, 7])
-    memory = [tiny_model.get_memory(ids, pixels, mask, gate_mode="sample",
+    memory = [tiny_model.get_memory(input_ids=ids, pixel_values=pixels, attention_mask=mask, gate_mode="sample",
                                     generator=torch.Generator().manual_seed(s)) for s in (3, 3)]
     assert torch.equal(memory[0].gate_keep, memory[1].gate_keep)
     assert torch.equal(memory[0].last_hidden_state, memory[1].last_hidden_state)

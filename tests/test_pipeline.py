@@ -1,4 +1,4 @@
-"""FlexMusePipeline (diffusers, optional T2I) and the transformers task "flexmuse"."""
+"""FlexMusePipeline (diffusers, optional T2I) and the transformers task "flexmuse" (task_flexmuse.py)."""
 
 import json
 import os
@@ -13,8 +13,9 @@ from transformers import pipeline
 
 from article_flexmuse import Article
 from conftest import make_model, make_pipeline
-from pipeline_flexmuse import FlexMusePipeline, FlexMuseWritingPipeline
+from pipeline_flexmuse import FlexMusePipeline
 from processing_flexmuse import FlexMuseProcessor
+from task_flexmuse import FlexMuseWritingPipeline
 
 TOPIC = "精品酒店，艺术与浪漫的相遇"
 # a random writer readily emits padding; keep it from doing so, so paragraphs are non-empty
@@ -76,10 +77,10 @@ def test_one_t2i_call_one_generate_one_text_tower_call_per_article(monkeypatch):
     counts = {"unet": 0, "generate": 0, "text": [], "t2i_text": []}
     pipe.t2i_unet.register_forward_hook(lambda *a: counts.__setitem__("unet", counts["unet"] + 1))
     pipe.t2i_text_encoder.register_forward_pre_hook(lambda module, args: counts["t2i_text"].append(args[0].shape[0]))
-    generate, text_features = pipe.model.generate, pipe.model.mme.text_features
+    generate, text_features = pipe.model.generate, pipe.model.encoder.text_features
     monkeypatch.setattr(pipe.model, "generate",
                         lambda **kw: counts.__setitem__("generate", counts["generate"] + 1) or generate(**kw))
-    monkeypatch.setattr(pipe.model.mme, "text_features",
+    monkeypatch.setattr(pipe.model.encoder, "text_features",
                         lambda ids, m: counts["text"].append(ids.shape[0]) or text_features(ids, m))
     pipe(TOPIC, num_images=4, generator=torch.Generator().manual_seed(0), **FAST)
     # one batched T2I call: one UNet pass per denoising step for all 4 images
@@ -142,7 +143,7 @@ def test_transformers_pipeline_fresh_process(tmp_path):
     assert isinstance(writer, FlexMuseWritingPipeline)
     writer.save_pretrained(tmp_path / "writer")
     config = json.loads((tmp_path / "writer" / "config.json").read_text())
-    assert config["custom_pipelines"]["flexmuse"]["impl"] == "pipeline_flexmuse.FlexMuseWritingPipeline"
+    assert config["custom_pipelines"]["flexmuse"]["impl"] == "task_flexmuse.FlexMuseWritingPipeline"
     for i, image in enumerate(_photos(2)):
         image.save(tmp_path / f"photo{i}.png")
     expected = writer(TOPIC, images=[str(tmp_path / "photo0.png"), str(tmp_path / "photo1.png")], seed=3,

@@ -67,8 +67,8 @@ def test_from_components_with_local_checkpoints(encoder_kind, tied, tmp_path):
     assert model.config.tie_word_embeddings == tied
     assert (model.lm_head.weight is model.decoder.embed_tokens.weight) == tied
     for key, value in clip.state_dict().items():
-        assert torch.equal(model.mme.clip.state_dict()[key], value), key
-    assert not any(p.requires_grad for p in model.mme.parameters())
+        assert torch.equal(model.encoder.clip.state_dict()[key], value), key
+    assert not any(p.requires_grad for p in model.encoder.parameters())
 
     # the writer is T5's decoder exactly: same logits for the same memory
     memory = torch.randn(2, 7, 32)

@@ -13,16 +13,20 @@ from safetensors.torch import load_file
 from transformers import pipeline
 
 from configuration_flexmuse import FlexMuseConfig
-from conftest import run_fresh
+from conftest import REPO, load_script, run_fresh
+from flexmuse_training.args import DataArguments, ModelArguments, parse_stage_args
+from flexmuse_training.corpus import make_corpus
+from flexmuse_training.data import load_articles
+from flexmuse_training.dpo_config import MscDPOConfig
+from flexmuse_training.evaluation import Evaluator
+from flexmuse_training.sft_config import FlexMuseSFTConfig
+from flexmuse_training.sft_trainer import FlexMuseSFTTrainer
 from modeling_flexmuse import FlexMuseForConditionalGeneration
-from pipeline_flexmuse import FlexMusePipeline
-from training import sft
-from training.corpus import make_corpus
-from training.demo import evaluate_model
-from training.data import load_articles
+from processing_flexmuse import FlexMuseProcessor
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sft = load_script("sft")
 CONFIG = os.path.join(REPO, "training", "configs", "tiny.yaml")
+SFT_ARGS = (ModelArguments, DataArguments, FlexMuseSFTConfig)
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +53,12 @@ def test_sft_learns_the_corpus(tmp_path):
     make_corpus(str(corpus), articles=200, seed=0, eval_articles=16)
     metrics = sft.main(_args(corpus, tmp_path / "out", "--max_steps", "600", "--eval_strategy", "no",
                              "--save_strategy", "no", "--eval_articles", "4", "--logging_steps", "100"))
-    assert metrics["train_loss"] < 1.0 and "eval_rouge_l" in metrics
+    assert metrics["train_loss"] < 1.0 and "eval_rougeL" in metrics
     test = load_articles(str(corpus), "test")
-    pipe = FlexMusePipeline.from_model(str(tmp_path / "out"))
-    with torch.no_grad():
-        _, rouge, alignment = evaluate_model(pipe, test, "zh", max_new_tokens=160)
+    out = str(tmp_path / "out")
+    result = Evaluator(max_new_tokens=160)(FlexMuseForConditionalGeneration.from_pretrained(out),
+                                           FlexMuseProcessor.from_pretrained(out), test)
+    rouge, alignment = result.metrics["rougeL"], result.metrics["alignment_accuracy"]
     print(f"held-out ROUGE-L {rouge:.3f}, alignment accuracy {alignment:.3f}")
     assert rouge >= 0.6, rouge
     assert alignment >= 0.9, alignment
@@ -61,8 +66,8 @@ def test_sft_learns_the_corpus(tmp_path):
 
 def test_resume_ends_with_the_uninterrupted_weights(small_corpus, tmp_path, monkeypatch):
     steps = []
-    step = sft.FlexMuseTrainer.training_step
-    monkeypatch.setattr(sft.FlexMuseTrainer, "training_step", lambda self, *a, **k: steps.append(1) or step(self, *a, **k))
+    step = FlexMuseSFTTrainer.training_step
+    monkeypatch.setattr(FlexMuseSFTTrainer, "training_step", lambda self, *a, **k: steps.append(1) or step(self, *a, **k))
     common = _short(8, "--save_strategy", "steps", "--save_steps", "4", "--save_total_limit", "3")
     sft.main(_args(small_corpus, tmp_path / "full", *common))
     checkpoint = tmp_path / "full" / "checkpoint-4"
@@ -91,12 +96,13 @@ def test_two_processes_train_save_and_load_in_a_fresh_process(small_corpus, tmp_
     assert proc.returncode == 0, proc.stderr[-4000:]
     info = json.loads((out / "train_info.json").read_text())
     assert info["world_size"] == 2 and info["global_step"] == 3
-    assert {"eval_loss", "eval_rouge_l", "eval_alignment_accuracy"} <= set(info["metrics"])
+    assert {"eval_loss", "eval_rougeL", "eval_alignment_accuracy"} <= set(info["metrics"])
 
     files = set(os.listdir(out))
     assert {"config.json", "model.safetensors", "configuration_flexmuse.py", "modeling_flexmuse.py",
-            "processing_flexmuse.py", "pipeline_flexmuse.py", "processor_config.json", "tokenizer_config.json",
-            "README.md"} <= files
+            "processing_flexmuse.py", "task_flexmuse.py", "writing_flexmuse.py", "processor_config.json",
+            "tokenizer_config.json", "README.md"} <= files
+    assert "pipeline_flexmuse.py" not in files  # the diffusers pipeline is no part of a model repo
     assert set(json.loads((out / "config.json").read_text())["auto_map"]) >= {"AutoConfig", "AutoModel"}
     card = ModelCard.load(out / "README.md")
     assert card.data.library_name == "transformers" and card.data.pipeline_tag
@@ -131,33 +137,30 @@ def test_lora_trains_the_decoder_attention_and_saves_merged(small_corpus, tmp_pa
     changed = {key for key in saved if not torch.equal(saved[key], start[key])}
     assert "decoder.block.0.layer.0.SelfAttention.q.weight" in changed  # merged LoRA update
     assert any(key.startswith("fusion.") for key in changed)  # trained in full (modules_to_save)
-    assert not any(".DenseReluDense." in key or key.startswith("mme.") for key in changed)
+    assert not any(".DenseReluDense." in key or key.startswith("encoder.") for key in changed)
 
 
 @pytest.mark.parametrize("name", ["tiny", "base", "base-en"])
 def test_yaml_configs_parse_for_both_stages_with_command_line_overrides(name):
-    from training.args import parse_stage_args
-    from training.dpo import FlexMuseDPOArguments, MscDPOConfig
-
     config = os.path.join(REPO, "training", "configs", f"{name}.yaml")
     # bf16 is overridden because this machine has no GPU; the override is what is under test
-    args, training_args = parse_stage_args((sft.FlexMuseSFTArguments, sft.TrainingArguments), "sft",
-                                           ["--config", config, "--bf16", "false", "--learning_rate", "1e-4"])
-    assert args.preset == name and args.freeze_encoder
+    args, data_args, training_args = parse_stage_args(SFT_ARGS, "sft", ["--config", config, "--bf16", "false",
+                                                                         "--learning_rate", "1e-4"])
+    assert args.preset == name and args.freeze_encoder and data_args.dataset
     assert training_args.learning_rate == 1e-4 and training_args.max_steps > 0
-    dpo_args, dpo_config = parse_stage_args((FlexMuseDPOArguments, MscDPOConfig), "dpo",
-                                            ["--config", config, "--bf16", "false"])
+    dpo_args, _, dpo_config = parse_stage_args((ModelArguments, DataArguments, MscDPOConfig), "dpo",
+                                               ["--config", config, "--bf16", "false"])
     assert dpo_args.model_name_or_path == training_args.output_dir  # DPO starts where SFT saved
     assert dpo_config.max_rejected == 3 and dpo_config.beta > 0
     with pytest.raises(ValueError, match="no_such_option"):
-        parse_stage_args((sft.FlexMuseSFTArguments, sft.TrainingArguments), "sft",
-                         ["--config", config, "--bf16", "false", "--no_such_option", "1"])
+        parse_stage_args(SFT_ARGS, "sft", ["--config", config, "--bf16", "false", "--no_such_option", "1"])
+    # a preset's name finds the config installed with the package
+    assert parse_stage_args(SFT_ARGS, "sft", ["--config", name, "--bf16", "false"])[2].to_dict() == \
+        parse_stage_args(SFT_ARGS, "sft", ["--config", config, "--bf16", "false"])[2].to_dict()
 
 
 def test_a_config_setting_unknown_to_its_stage_is_an_error(tmp_path):
-    from training.args import parse_stage_args
-
     path = tmp_path / "bad.yaml"
     path.write_text("sft:\n  max_steps: 3\n  beta: 0.1\n")  # beta is a DPO setting
     with pytest.raises(ValueError, match="unknown settings for the sft stage"):
-        parse_stage_args((sft.FlexMuseSFTArguments, sft.TrainingArguments), "sft", ["--config", str(path)])
+        parse_stage_args(SFT_ARGS, "sft", ["--config", str(path)])

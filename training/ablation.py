@@ -1,7 +1,7 @@
 """`make ablation`: the rows of the paper's Table 2, trained from the same code by flags on the
 offline corpus with the tiny preset, scored on the held-out split.
 
-    python -m training.ablation --data data/corpus --out out/ablation --report bench/ABLATION.md
+    python training/ablation.py --data data/corpus --out out/ablation --report bench/ABLATION.md
 
 Rows: SFT (no gate, no fusion), +DPO (standard DPO: one rejected per prompt), +mscDPO (every other
 paragraph of the article rejected), +msaGate, +msaGate+DPO, and FlexMUSE (gate + fusion + mscDPO).
@@ -13,14 +13,15 @@ import datetime
 import os
 import time
 
+import dpo  # the sibling scripts: this file runs as training/ablation.py
+import sft
 import torch
 
-from pipeline_flexmuse import FlexMusePipeline
-from training import dpo, sft
-from training.corpus import make_corpus
-from training.data import load_articles
-from training.demo import evaluate_model
-from training.metrics import rouge_scores
+from flexmuse_training.corpus import make_corpus
+from flexmuse_training.data import load_articles
+from flexmuse_training.evaluation import Evaluator, comparison_table
+from modeling_flexmuse import FlexMuseForConditionalGeneration
+from processing_flexmuse import FlexMuseProcessor
 
 CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "tiny.yaml")
 
@@ -67,31 +68,26 @@ def main(argv=None):
         make_corpus(args.data, articles=400, seed=0)
     trained = train_rows(args.data, args.out, args.sft_steps, args.dpo_steps)
     test = load_articles(args.data, "test")
-    lang = test[0]["lang"] or "zh"
-    references = [p for paragraphs in test["paragraphs"] for p in paragraphs]
-    rouge_tokenization = "words"
-    lines = ["| row | gate | fusion | preference | ROUGE-1 | ROUGE-2 | ROUGE-L | alignment accuracy | train s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    evaluator = Evaluator(max_new_tokens=160)
+    results, columns = {}, {"gate": [], "fusion": [], "preference": [], "train s": []}
     for name, variant, stage in ROWS:
         folder, _ = trained[(variant, stage)]
         seconds = trained[(variant, None)][1] + (trained[(variant, stage)][1] if stage else 0)
-        with torch.no_grad():
-            written, _, alignment = evaluate_model(FlexMusePipeline.from_model(folder), test, lang, 160)
-        rouge = rouge_scores([p for a in written for p in a.paragraphs], references, lang)
-        rouge_tokenization = rouge["tokenization"]
-        gate, fusion = variant in ("gate", "full"), variant == "full"
-        lines.append(f"| {name} | {'yes' if gate else 'no'} | {'yes' if fusion else 'no'} | {stage or '-'} | "
-                     f"{rouge['rouge1']:.3f} | {rouge['rouge2']:.3f} | {rouge['rougeL']:.3f} | {alignment:.3f} | "
-                     f"{seconds:.0f} |")
+        results[name] = evaluator(FlexMuseForConditionalGeneration.from_pretrained(folder),
+                                  FlexMuseProcessor.from_pretrained(folder), test)
+        for column, value in zip(columns, ("yes" if variant in ("gate", "full") else "no",
+                                           "yes" if variant == "full" else "no", stage or "-", f"{seconds:.0f}")):
+            columns[column].append(value)
+    info = results[ROWS[0][0]].info
     minutes = (time.perf_counter() - began) / 60
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     report = "\n".join([
         "# Ablation (paper Table 2) on the offline corpus", "",
         f"- date: {stamp}; tiny preset; {args.sft_steps} SFT steps, then {args.dpo_steps} preference steps "
-        f"(training/configs/tiny.yaml); held-out split `test` of {args.data}: {len(test)} articles, "
-        f"{len(references)} paragraphs; ROUGE F1 tokenised by {rouge_tokenization}",
+        f"(training/configs/tiny.yaml); held-out split `test` of {args.data}: {info['articles']} articles, "
+        f"{info['paragraphs']} paragraphs; ROUGE F1 tokenised by {info['rouge_tokenization']}",
         f"- command: `make ablation` ({minutes:.1f} min, {torch.get_num_threads()} threads)", "",
-        *lines, "",
+        comparison_table(results, columns, name_header="row"),
     ])
     os.makedirs(os.path.dirname(os.path.abspath(args.report)), exist_ok=True)
     with open(args.report, "w", encoding="utf-8") as handle:

@@ -1,25 +1,15 @@
-"""`make demo`, last step: write illustrated articles for held-out topics and print the metrics.
+"""`make demo`, last step: write illustrated articles for held-out topics and score them.
 
-    python -m training.demo --model out/sft --data data/corpus --out demo_out
+    python training/demo.py --model SFT=out/sft --model mscDPO=out/dpo --data data/corpus --out demo_out
 """
 
 import argparse
 import os
 
-import torch
-
-from pipeline_flexmuse import FlexMusePipeline, write_articles
-from training.data import load_articles
-from training.metrics import alignment_accuracy, rouge_l
-
-
-def evaluate_model(pipe, test, lang: str, max_new_tokens: int):
-    """Write every test article (one batch) and score it: (articles written, ROUGE-L, alignment)."""
-    written = write_articles(pipe.model, pipe.processor, test["topic"], test["images"], gate_seed=0, decode_seed=0,
-                             max_new_tokens=max_new_tokens)
-    predictions = [p for article in written for p in article.paragraphs]
-    references = [p for paragraphs in test["paragraphs"] for p in paragraphs]
-    return written, rouge_l(predictions, references, lang), alignment_accuracy(pipe.model, pipe.processor, test)
+from flexmuse_training.data import load_articles
+from flexmuse_training.evaluation import Evaluator, comparison_table
+from modeling_flexmuse import FlexMuseForConditionalGeneration
+from processing_flexmuse import FlexMuseProcessor
 
 
 def main(argv=None):
@@ -34,25 +24,24 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     test = load_articles(args.data, args.split)
-    lang = test[0]["lang"] or "zh"
-    rows = []
+    evaluator = Evaluator(max_new_tokens=args.max_new_tokens)
+    results = {}
     for spec in args.model:
         name, _, path = spec.rpartition("=")
         name = name or os.path.basename(os.path.normpath(path))
-        pipe = FlexMusePipeline.from_model(path)
-        with torch.no_grad():
-            written, rouge, alignment = evaluate_model(pipe, test, lang, args.max_new_tokens)
-        for number, article in enumerate(written[: args.articles]):
+        model = FlexMuseForConditionalGeneration.from_pretrained(path)
+        result = evaluator(model, FlexMuseProcessor.from_pretrained(path), test)
+        for number, article in enumerate(result.articles[: args.articles]):
             article.metadata["model"] = path
             article.save(os.path.join(args.out, name, f"article_{number + 1:02d}"))
-        rows.append((name, rouge, alignment))
+        results[name] = result
 
-    print(f"\nHeld-out split '{args.split}' of {args.data}: {len(test)} articles, "
-          f"{sum(len(p) for p in test['paragraphs'])} paragraphs (ROUGE-L on {'characters' if lang == 'zh' else 'words'})")
-    print("\n| model | ROUGE-L | alignment accuracy |\n|---|---|---|")
-    for name, rouge, alignment in rows:
-        print(f"| {name} | {rouge:.3f} | {alignment:.3f} |")
-    print(f"\nArticles (HTML + Markdown + images) in {os.path.abspath(args.out)}/")
+    info = next(iter(results.values())).info
+    print(f"\nHeld-out split '{args.split}' of {args.data}: {info['articles']} articles, {info['paragraphs']} "
+          f"paragraphs (ROUGE on {info['rouge_tokenization']})\n")
+    print(comparison_table(results))
+    print(f"Articles (HTML + Markdown + images) in {os.path.abspath(args.out)}/")
+    return results
 
 
 if __name__ == "__main__":

@@ -1,25 +1,18 @@
-"""Batches of SFT rows for FlexMUSE, with an optional cache of frozen-encoder features."""
+"""Training rows to model inputs, through the processor, with an optional cache of frozen-encoder features."""
 
 import hashlib
 from typing import Optional
 
 import torch
 
-from images_flexmuse import load_image
-
-
-def image_key(image) -> tuple:
-    """Cache key from the pixels: one collator serves the train and the eval rows, whose article
-    numbers overlap, and a repeated image is then encoded once."""
-    return image.size, image.mode, hashlib.blake2b(image.tobytes(), digest_size=16).digest()
-
 
 class FrozenFeatureCache:
     """CLIP features of each image and topic, computed the first time they are seen and reused
-    afterwards (every later epoch). Valid only while the encoder is frozen."""
+    afterwards (every later epoch, and by the train and eval rows alike). Valid only while the
+    encoder is frozen. Images are keyed by their processed pixels, topics by their token ids."""
 
     def __init__(self, model):
-        if any(p.requires_grad for p in model.mme.parameters()):
+        if model.encoder_trainable:
             raise ValueError("the feature cache needs a frozen encoder (freeze_encoder=True)")
         self.model = model
         self.images: dict = {}
@@ -27,28 +20,42 @@ class FrozenFeatureCache:
         self.computed = 0  # images encoded so far: stays flat after the first epoch
 
     @torch.no_grad()
-    def image_features(self, keys, images, image_processor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, inputs) -> dict:
+        """Processor `inputs` with `input_ids` / `pixel_values` replaced by their cached
+        `topic_features` / `image_features` (the `(pooled, tokens)` pairs `get_memory` takes)."""
+        inputs = dict(inputs)
+        inputs["image_features"] = self._image_features(inputs.pop("pixel_values"))
+        inputs["topic_features"] = self._topic_features(inputs.pop("input_ids"), inputs["attention_mask"])
+        return inputs
+
+    def _image_features(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        keys = [hashlib.blake2b(row.numpy().tobytes(), digest_size=16).digest() for row in pixel_values]
         missing = [i for i, key in enumerate(keys) if key not in self.images]
         if missing:
-            pixels = image_processor(images=[images[i] for i in missing], return_tensors="pt")["pixel_values"]
-            pooled, tokens = self.model.encode_images(pixels.to(self.model.device))
+            pooled, tokens = self.model.encode_images(pixel_values[missing].to(self.model.device))
             for row, i in enumerate(missing):
                 self.images[keys[i]] = (pooled[row].cpu(), tokens[row].cpu())
             self.computed += len(missing)
         pooled, tokens = zip(*(self.images[key] for key in keys))
         return torch.stack(pooled), torch.stack(tokens)
 
-    @torch.no_grad()
-    def topic_features(self, input_ids, attention_mask) -> tuple[torch.Tensor, torch.Tensor]:
-        keys = [tuple(row[m.bool()].tolist()) for row, m in zip(input_ids, attention_mask)]
+    def _topic_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        mask = attention_mask.bool()
+        keys = [tuple(row[m].tolist()) for row, m in zip(input_ids, mask)]
         missing = [i for i, key in enumerate(keys) if key not in self.topics]
         if missing:
             pooled, tokens, _ = self.model.encode_topics(input_ids[missing].to(self.model.device),
                                                          attention_mask[missing].to(self.model.device))
             for row, i in enumerate(missing):
-                self.topics[keys[i]] = (pooled[row].cpu(), tokens[row].cpu())
-        pooled, tokens = zip(*(self.topics[key] for key in keys))
-        return torch.stack(pooled), torch.stack(tokens)  # topics are padded to one fixed length
+                # only the topic's own positions: the text tower's states there do not depend on
+                # how far the batch it came in was padded
+                self.topics[keys[i]] = (pooled[row].cpu(), tokens[row][mask[i]].cpu())
+        pooled = torch.stack([self.topics[key][0] for key in keys])
+        cached = [self.topics[key][1] for key in keys]
+        tokens = cached[0].new_zeros(*input_ids.shape, cached[0].shape[-1])  # (A, L, D), zero on padding
+        for row, states in enumerate(cached):
+            tokens[row, mask[row]] = states
+        return pooled, tokens
 
 
 def gate_u(seed: int, article: int, chunk: int) -> float:
@@ -59,8 +66,9 @@ def gate_u(seed: int, article: int, chunk: int) -> float:
 
 
 class FlexMuseCollator:
-    """SFT rows (topic, image, paragraph) → model inputs. Rows sharing a topic share one topic
-    row (`topic_index`), so the text tower runs once per distinct topic in the batch."""
+    """SFT rows (topic, image, paragraph) → model inputs, built by the processor as when writing:
+    each row is a one-image article, and rows sharing a topic share its row (`topic_index`), so the
+    text tower runs once per distinct topic in the batch."""
 
     image_column = "image"
 
@@ -68,27 +76,15 @@ class FlexMuseCollator:
         self.processor = processor
         self.cache = feature_cache
 
-    def prompt_inputs(self, rows: list[dict]) -> dict:
-        """Topic and image inputs, or their cached features, for rows with a topic and an image."""
-        topics = list(dict.fromkeys(row["topic"] for row in rows))
-        text = self.processor.topic_tokenizer(topics, padding="max_length", truncation=True,
-                                              max_length=self.processor.max_topic_length, return_tensors="pt")
-        batch = {"attention_mask": text["attention_mask"],
-                 "topic_index": torch.tensor([topics.index(row["topic"]) for row in rows])}
-        images = [load_image(row[self.image_column]) for row in rows]
-        if self.cache is None:
-            batch["input_ids"] = text["input_ids"]
-            batch["pixel_values"] = self.processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
-        else:
-            keys = [image_key(image) for image in images]
-            batch["image_features"] = self.cache.image_features(keys, images, self.processor.image_processor)
-            batch["topic_features"] = self.cache.topic_features(text["input_ids"], text["attention_mask"])
-        return batch
+    def prompt_inputs(self, rows: list[dict], paragraph_column: Optional[str] = None) -> dict:
+        """Topic and image inputs (or their cached features) for rows with a topic and an image,
+        plus `labels` from `paragraph_column` when given."""
+        paragraphs = None if paragraph_column is None else [[row[paragraph_column]] for row in rows]
+        inputs = self.processor([row["topic"] for row in rows], [[row[self.image_column]] for row in rows], paragraphs)
+        return self.cache.encode(inputs) if self.cache is not None else dict(inputs)
 
     def __call__(self, rows: list[dict]) -> dict:
-        batch = self.prompt_inputs(rows)
-        batch["labels"] = self.processor.encode_paragraphs([row["paragraph"] for row in rows])
-        return batch
+        return self.prompt_inputs(rows, paragraph_column="paragraph")
 
 
 class MscDPOCollator(FlexMuseCollator):
@@ -105,13 +101,13 @@ class MscDPOCollator(FlexMuseCollator):
         self.max_rejected, self.gate_seed = max_rejected, gate_seed
 
     def __call__(self, rows: list[dict]) -> dict:
-        batch = self.prompt_inputs(rows)
         for number, row in enumerate(rows):
             if not 1 <= len(row["rejected"]) <= self.max_rejected:
                 raise ValueError(f"row {number} ({row['topic']!r}) has {len(row['rejected'])} rejected paragraphs; "
                                  f"between 1 and max_rejected={self.max_rejected} are allowed")
+        batch = self.prompt_inputs(rows, paragraph_column="chosen")
+        batch["chosen_labels"] = batch.pop("labels")
         rejected = [(n, k, text) for n, row in enumerate(rows) for k, text in enumerate(row["rejected"])]
-        batch["chosen_labels"] = self.processor.encode_paragraphs([row["chosen"] for row in rows])
         batch["rejected_labels"] = self.processor.encode_paragraphs([text for _, _, text in rejected])
         batch["rejected_index"] = torch.tensor([n for n, _, _ in rejected])
         batch["rejected_slot"] = torch.tensor([k for _, k, _ in rejected])

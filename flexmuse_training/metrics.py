@@ -1,4 +1,4 @@
-"""Metrics (paper §5, DESIGN §5): ROUGE-1/2/L, BERTScore, alignment accuracy, CLIP similarity."""
+"""The metrics the evaluator computes (paper §5): ROUGE-1/2/L, BERTScore, alignment accuracy, CLIP similarity."""
 
 import logging
 from typing import Optional, Sequence
@@ -7,7 +7,6 @@ import torch
 from datasets import Dataset
 from rouge_score import rouge_scorer
 
-from images_flexmuse import load_image
 
 
 class CharTokenizer:
@@ -55,11 +54,6 @@ def rouge_scores(predictions: Sequence[str], references: Sequence[str], lang: st
     return {**{key: value / len(references) for key, value in totals.items()}, "tokenization": units}
 
 
-def rouge_l(predictions: Sequence[str], references: Sequence[str], lang: str = "zh") -> float:
-    """Mean ROUGE-L F1 (Chinese by characters), as training reports it."""
-    return rouge_scores(predictions, references, lang)["rougeL"]
-
-
 def bertscore_f1(predictions: Sequence[str], references: Sequence[str], lang: str = "zh",
                  model_type: Optional[str] = None, num_layers: Optional[int] = None, batch_size: int = 32,
                  device: Optional[str] = None) -> float:
@@ -85,9 +79,8 @@ def bertscore_f1(predictions: Sequence[str], references: Sequence[str], lang: st
 
 
 def _article_memory(model, processor, record, generator):
-    batch = processor(record["topic"], [load_image(image) for image in record["images"]]).to(model.device)
-    return model.get_memory(batch["input_ids"], batch["pixel_values"], batch["attention_mask"],
-                            batch["topic_index"], generator=generator)
+    inputs = processor(record["topic"], record["images"]).to(model.device)
+    return model.get_memory(**inputs, generator=generator)
 
 
 @torch.no_grad()
@@ -116,8 +109,8 @@ def alignment_accuracy(model, processor, articles: Dataset, seed: int = 0, limit
 @torch.no_grad()
 def clip_similarity(model, processor, articles: Dataset, paragraphs: Optional[Sequence[Sequence[str]]] = None) -> float:
     """Mean cosine similarity, in the model's CLIP space, between each paragraph (the references, or
-    `paragraphs`: one list per article) and its image. Paragraphs are truncated to the CLIP text
-    tower's `max_topic_length` tokens."""
+    `paragraphs`: one list per article) and its image. Each paragraph goes through the processor as
+    the topic of its image, so it is truncated to `max_topic_length` CLIP tokens."""
     paragraphs = articles["paragraphs"] if paragraphs is None else paragraphs
     total, count = 0.0, 0
     for record, texts in zip(articles, paragraphs):
@@ -128,15 +121,12 @@ def clip_similarity(model, processor, articles: Dataset, paragraphs: Optional[Se
         kept = [i for i, t in enumerate(texts) if t.strip()]
         if not kept:
             continue
-        images = [load_image(record["images"][i]) for i in kept]
-        pixels = processor.image_processor(images=images, return_tensors="pt")
-        image_embeds = model.encode_images(pixels["pixel_values"].to(model.device))[0]
-        text = processor.topic_tokenizer([texts[i] for i in kept], padding=True, truncation=True,
-                                         max_length=processor.max_topic_length, return_tensors="pt")
-        text_embeds = model.encode_topics(text["input_ids"].to(model.device), text["attention_mask"].to(model.device))[0]
+        inputs = processor([texts[i] for i in kept], [[record["images"][i]] for i in kept]).to(model.device)
+        text_embeds = model.encode_topics(inputs["input_ids"], inputs["attention_mask"])[0][inputs["topic_index"]]
+        image_embeds = model.encode_images(inputs["pixel_values"])[0]
         total += torch.nn.functional.cosine_similarity(text_embeds.float(), image_embeds.float(), dim=-1).sum().item()
     return total / count
 
 
-__all__ = ["CharTokenizer", "JiebaTokenizer", "alignment_accuracy", "bertscore_f1", "clip_similarity", "rouge_l",
+__all__ = ["CharTokenizer", "JiebaTokenizer", "alignment_accuracy", "bertscore_f1", "clip_similarity",
            "rouge_scores"]

@@ -3,30 +3,31 @@ remote-code files, the processor, and README.md rendered from `model_card.md`.""
 
 import json
 import os
-from pathlib import Path
+from importlib import resources
 from typing import Optional
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from transformers.dynamic_module_utils import custom_object_save
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from pipeline_flexmuse import TASK, FlexMuseWritingPipeline
+from task_flexmuse import TASK, FlexMuseWritingPipeline
 
-MODEL_CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_card.md"
+# package data, so an installed package renders cards as a checkout does
+MODEL_CARD_TEMPLATE = resources.files(__package__) / "model_card.md"
 
 
 def declare_pipeline(model) -> None:
     """Record the `"flexmuse"` task in the model config, so `pipeline("flexmuse", model=dir,
     trust_remote_code=True)` finds it in a saved folder."""
     info = dict(PIPELINE_REGISTRY.supported_tasks[TASK])
-    info["impl"] = f"pipeline_flexmuse.{FlexMuseWritingPipeline.__name__}"
+    info["impl"] = f"{FlexMuseWritingPipeline.__module__.rpartition('.')[2]}.{FlexMuseWritingPipeline.__name__}"
     info["pt"] = [cls.__name__ for cls in info["pt"]]
     info["tf"] = []
     model.config.custom_pipelines = {TASK: info}
 
 
 def save_pipeline_code(output_dir: str) -> None:
-    """Copy pipeline_flexmuse.py and the modules it imports beside the weights."""
+    """Copy task_flexmuse.py (the transformers task) and the modules it imports beside the weights."""
     custom_object_save(FlexMuseWritingPipeline, output_dir)
 
 

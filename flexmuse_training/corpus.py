@@ -1,4 +1,4 @@
-"""The offline corpus (DESIGN §4): procedural illustrated articles in the ArtMUSE format.
+"""The offline corpus (a miniature of the paper §4 data): procedural illustrated articles in the ArtMUSE format.
 
 Each article has a topic ("海边的精品酒店" / "The seaside boutique hotel") and 2-4 images, each a
 coloured shape drawn on a background in the topic's palette. Each paragraph names the topic and

@@ -1,0 +1,221 @@
+"""`MscDPOTrainer`: multi-modal semantic-consistency DPO (paper §3.4) on top of SFT.
+
+For the prompt (topic T, image V_i) the chosen text is reference paragraph i and every other
+paragraph j ≠ i of the same article is a rejected one: they share the topic's words, so the model
+learns to write what *this* image shows.
+
+`MscDPOTrainer` subclasses TRL's `DPOTrainer` and keeps its loop, config, reference handling (frozen
+copy, disabled LoRA adapters, precomputed log-probs), logging and checkpoints. TRL's trainer is
+built for causal LMs with text prompts and one rejected per prompt; this model is an
+encoder-decoder whose prompt is a topic and an image, so the subclass owns the rows, the collator
+and the log-probabilities. It overrides private TRL methods (`_prepare_dataset`,
+`_set_signature_columns_if_needed`, `compute_ref_log_probs`, `_compute_loss`), hence the exact
+`trl` pin and the regression tests in tests/test_dpo.py.
+"""
+
+import contextlib
+import copy
+import logging
+import os
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from accelerate.utils import is_peft_model
+from datasets import Dataset, List, Value, load_from_disk
+from trl import DPOTrainer
+from trl.trainer.utils import use_adapter
+
+from modeling_flexmuse import sequence_log_probs
+from processing_flexmuse import FlexMuseProcessor
+from writing_flexmuse import write_articles
+
+from .collator import FrozenFeatureCache, MscDPOCollator
+from .data import dpo_view, sft_view
+from .dpo_config import LOSS_TYPES, MscDPOConfig
+from .trainer_utils import FlexMuseTrainerMixin
+
+logger = logging.getLogger(__name__)
+
+ROWS_DIR = "mscdpo_rows"  # rows saved for precomputed reference log-probs, under output_dir
+PROMPT_KEYS = ("input_ids", "attention_mask", "topic_index", "pixel_values", "topic_features", "image_features")
+
+
+def msc_dpo_loss(chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, rejected_mask: torch.Tensor,
+                 beta: float, loss_type: str = "sigmoid") -> torch.Tensor:
+    r"""
+    Loss of chosen log-ratios (B,) against rejected log-ratios (B, K), valid where `rejected_mask`.
+
+    sigmoid: mean over every valid (prompt, rejected) pair of -log σ(β (c - r_k)), i.e. exactly the
+    mean of standard DPO losses over the naive expansion into pairs.
+    softmax: mean over prompts of -log σ(-log Σ_k exp(β (r_k - c))) (S-DPO); with K = 1 it is DPO.
+    """
+    delta = beta * (chosen_logratios[:, None] - rejected_logratios)  # (B, K)
+    if loss_type == "sigmoid":
+        return -F.logsigmoid(delta[rejected_mask]).mean()
+    if loss_type == "softmax":
+        negatives = (-delta).masked_fill(~rejected_mask, float("-inf"))
+        return -F.logsigmoid(-torch.logsumexp(negatives, dim=1)).mean()
+    raise ValueError(f"unknown loss_type {loss_type!r}; choose one of {LOSS_TYPES}")
+
+
+def pair_rows(rows: Dataset) -> Dataset:
+    """The naive expansion: one row per (prompt, rejected) pair."""
+
+    def expand(batch):
+        out = {key: [] for key in batch}
+        for row, rejected in enumerate(batch["rejected"]):
+            for text in rejected:
+                for key in batch:
+                    out[key].append([text] if key == "rejected" else batch[key][row])
+        return out
+
+    return rows.map(expand, batched=True, features=rows.features)
+
+
+@torch.no_grad()
+def sampled_rejected_rows(model, processor, articles: Dataset, seed: int = 0, max_new_tokens: int = 128) -> Dataset:
+    """Standard DPO's rejected = the starting model's own sampled paragraph for each prompt
+    (dropped where it reproduces the reference)."""
+    written = write_articles(model, processor, articles["topic"], articles["images"], gate_seed=seed, decode_seed=seed,
+                             do_sample=True, max_new_tokens=max_new_tokens)
+    rows = sft_view(articles).rename_columns({"paragraph": "chosen", "image": "prompt_image"})
+    samples = [[written[a].paragraphs[c]] for a, c in zip(rows["article"], rows["chunk"])]
+    rows = rows.add_column("rejected", samples, feature=List(Value("string")))
+    kept = rows.filter(lambda row: row["rejected"][0].strip() not in ("", row["chosen"].strip()))
+    logger.info("sampled rejected: kept %d of %d prompts (the others reproduced the reference)", len(kept), len(rows))
+    return kept
+
+
+class MscDPOTrainer(FlexMuseTrainerMixin, DPOTrainer):
+    """TRL's `DPOTrainer` for FlexMUSE with mscDPO's rows and the grouped multi-negative loss.
+
+    `train_dataset` / `eval_dataset` are articles (see flexmuse_training/data.py) or rows already built by
+    `dpo_view`. Without `ref_model`, LoRA or precomputed log-probs, the reference is a frozen copy
+    of `model` taken here (before TRL patches the model's forward, which a copy would share).
+    """
+
+    _tag_names = ["trl", "dpo", "mscdpo", "flexmuse"]
+
+    def __init__(self, model, ref_model=None, args: Optional[MscDPOConfig] = None, train_dataset=None,
+                 eval_dataset=None, processing_class: Optional[FlexMuseProcessor] = None, peft_config=None,
+                 callbacks=None):
+        args = args or MscDPOConfig(output_dir="flexmuse-mscdpo")
+        if not isinstance(processing_class, FlexMuseProcessor):
+            raise ValueError("MscDPOTrainer needs the model's FlexMuseProcessor as processing_class")
+        if ref_model is None and peft_config is None and not is_peft_model(model) and not args.precompute_ref_log_probs:
+            ref_model = copy.deepcopy(model)
+        if ref_model is not None:
+            ref_model.requires_grad_(False).eval()
+        self._flexmuse = model.get_base_model() if is_peft_model(model) else model
+        cache = FrozenFeatureCache(self._flexmuse) if args.feature_cache and not self._flexmuse.encoder_trainable \
+            else None
+        collator = MscDPOCollator(processing_class, cache, args.max_rejected, args.gate_seed)
+        if eval_dataset is not None and "paragraphs" in eval_dataset.column_names:  # articles, not rows
+            self._writing_evaluation(eval_dataset, args.eval_articles, args.eval_max_new_tokens)
+        train_dataset = self._prepare_dataset(train_dataset, processing_class, args, "train")
+        if eval_dataset is not None:
+            eval_dataset = self._prepare_dataset(eval_dataset, processing_class, args, "eval")
+        super().__init__(model, ref_model=ref_model, args=args, data_collator=collator, train_dataset=train_dataset,
+                         eval_dataset=eval_dataset, processing_class=processing_class, peft_config=peft_config,
+                         callbacks=callbacks)
+
+    # ------------------------------------------------------------------ data
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        """Articles → mscDPO rows (idempotent: rows pass through). With precomputed reference
+        log-probs the rows are saved to disk first: TRL caches the log-probs beside the dataset's
+        files, and every process must find the same files."""
+        if dataset is None or "chosen" not in dataset.column_names:
+            if dataset is None:
+                raise ValueError("MscDPOTrainer needs a train_dataset")
+            dataset, stats = dpo_view(dataset, max_rejected=args.max_rejected, seed=args.seed)
+            logger.info("%s: %d prompts from %d articles (%d one-chunk skipped, %d duplicate/empty rejected dropped)",
+                        dataset_name, stats["rows"], stats["articles"], stats["one_chunk_skipped"],
+                        stats["dropped_rejected"])
+        if args.msc_mode == "pairs":
+            dataset = pair_rows(dataset)
+        if args.precompute_ref_log_probs and not dataset.cache_files:
+            path = os.path.join(args.output_dir, ROWS_DIR, dataset_name)
+            with args.main_process_first(local=False, desc=f"saving the {dataset_name} rows"):
+                if args.process_index == 0:
+                    dataset.save_to_disk(path)
+            dataset = load_from_disk(path)
+        return dataset
+
+    def _set_signature_columns_if_needed(self):
+        if self._signature_columns is None:
+            self._signature_columns = ["article", "chunk", "topic", "prompt_image", "chosen", "rejected",
+                                       "ref_chosen_logps", "ref_rejected_logps"]
+
+    # ------------------------------------------------------------------ log-probabilities
+    def _reference_context(self):
+        if self.ref_model is None and is_peft_model(self.model):
+            unwrapped = self.accelerator.unwrap_model(self.model)
+            return use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None)
+        return contextlib.nullcontext()
+
+    def _grouped_log_probs(self, model, inputs, gate_keep=None):
+        """Chosen (B,) and rejected (B, K) log-probs: the memory of each prompt built once, the
+        chosen and all rejected paragraphs decoded against it in one forward. Also the gate decisions."""
+        chosen_labels, rejected_labels = inputs["chosen_labels"], inputs["rejected_labels"]
+        batch, length = chosen_labels.shape[0], max(chosen_labels.shape[1], rejected_labels.shape[1])
+        labels = torch.cat([F.pad(chosen_labels, (0, length - chosen_labels.shape[1]), value=-100),
+                            F.pad(rejected_labels, (0, length - rejected_labels.shape[1]), value=-100)])
+        rows = torch.cat([torch.arange(batch, device=labels.device), inputs["rejected_index"]])
+        prompt = {key: inputs[key] for key in PROMPT_KEYS if key in inputs}
+        outputs = model(**prompt, gate_u=inputs["gate_u"], gate_keep=gate_keep, memory_index=rows, use_cache=False,
+                        decoder_input_ids=self._flexmuse.shift_right(labels))
+        logps = sequence_log_probs(outputs.logits, labels)  # (B + R,)
+        rejected = logps.new_zeros(batch, self.args.max_rejected)
+        rejected = rejected.index_put((inputs["rejected_index"], inputs["rejected_slot"]), logps[batch:])
+        return logps[:batch], rejected, outputs.gate_keep
+
+    def compute_ref_log_probs(self, model, inputs):
+        """Reference log-probs of one batch: (B,) chosen and (B, max_rejected) rejected, 0 in empty slots."""
+        with torch.no_grad(), self._reference_context(), self.accelerator.autocast():
+            chosen, rejected, _ = self._grouped_log_probs(model, inputs)
+        return chosen, rejected
+
+    def _compute_loss(self, model, inputs, return_outputs):
+        mode = "train" if self.model.training else "eval"
+        chosen, rejected, gate_keep = self._grouped_log_probs(model, inputs)
+        if self.precompute_ref_logps:
+            ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+        else:
+            with torch.no_grad(), self._reference_context():
+                # the reference replays the policy's gate decisions, or the log-ratio would measure gate noise
+                ref_chosen, ref_rejected, _ = self._grouped_log_probs(self.ref_model or model, inputs, gate_keep)
+        mask = torch.zeros_like(rejected, dtype=torch.bool)
+        mask[inputs["rejected_index"], inputs["rejected_slot"]] = True
+        chosen_ratio, rejected_ratio = chosen - ref_chosen, rejected - ref_rejected
+        chosen_tokens = (inputs["chosen_labels"] != -100).sum(1).clamp(min=1)
+        losses = {loss_type: -(chosen / chosen_tokens).mean() if loss_type == "sft" else
+                  msc_dpo_loss(chosen_ratio, rejected_ratio, mask, self.beta, loss_type) for loss_type in self.loss_types}
+        loss = sum(weight * losses[loss_type] for loss_type, weight in zip(self.loss_types, self.loss_weights))
+        self._record(mode, chosen, rejected, chosen_ratio.detach(), rejected_ratio.detach(), mask)
+        return (loss, None) if return_outputs else loss
+
+    def _record(self, mode, chosen, rejected, chosen_ratio, rejected_ratio, mask):
+        count = mask.sum(1)
+        chosen_rewards = self.beta * chosen_ratio  # (B,)
+        rejected_rewards = (self.beta * rejected_ratio * mask).sum(1) / count  # mean over the negatives
+        beats_all = ((chosen_rewards[:, None] > self.beta * rejected_ratio) | ~mask).all(1).float()
+        values = {
+            "rewards/chosen": chosen_rewards, "rewards/rejected": rejected_rewards,
+            "rewards/margins": chosen_rewards - rejected_rewards, "rewards/accuracies": beats_all,
+            "logps/chosen": chosen.detach(), "logps/rejected": (rejected.detach() * mask).sum(1) / count,
+        }
+        for name, value in values.items():
+            self._metrics[mode][name].append(self.accelerator.gather_for_metrics(value).mean().item())
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    def create_model_card(self, *args, **kwargs):
+        """The model card is README.md rendered from the package's template when the run ends (hub.py)."""
+
+
+__all__ = ["MscDPOTrainer", "msc_dpo_loss", "pair_rows", "sampled_rejected_rows"]

@@ -1,0 +1,208 @@
+"""The one evaluator: every place that scores a FlexMUSE model (training-time evaluation, `make demo`,
+`flexmuse evaluate`, the ablation) writes the articles and computes its metrics here.
+
+    evaluator = Evaluator(max_new_tokens=160)
+    result = evaluator(model, processor, articles)     # articles: a `datasets.Dataset` (flexmuse_training.data)
+    result.metrics["rougeL"], result.articles[0].save("out/")
+
+A metric is a function of the written articles and the references (`_Scoring`) returning named
+numbers; `METRICS` maps the names callers ask for to those functions, so a new metric is added
+once, here, and reaches every caller.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import torch
+from datasets import Dataset
+
+from article_flexmuse import Article
+from writing_flexmuse import write_articles
+
+from .judge import CRITERIA, JudgeClient, aggregate
+from .metrics import alignment_accuracy, bertscore_f1, clip_similarity, rouge_scores
+
+logger = logging.getLogger(__name__)
+
+# how each reported number is labelled in tables, in the order tables show them
+METRIC_LABELS = {
+    "rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "bertscore_f1": "BERTScore F1",
+    "alignment_accuracy": "alignment accuracy", "clip_similarity": "CLIP paragraph-image similarity",
+    **{name: name for name in CRITERIA},
+}
+
+
+@dataclass
+class EvaluationResult:
+    """The articles the model wrote, the metrics (name → number) and facts about how they were
+    computed (`info`: language, counts, ROUGE units, judge statistics, a skipped metric's reason)."""
+
+    articles: list[Article]
+    metrics: dict[str, float]
+    info: dict = field(default_factory=dict)
+
+    @property
+    def paragraphs(self) -> list[list[str]]:
+        return [article.paragraphs for article in self.articles]
+
+    def to_markdown(self, title: str) -> str:
+        """`title`, the counts and a `| metric | value |` table, plus notes on what was left out."""
+        lines = [f"{title}: {self.info['articles']} articles, {self.info['paragraphs']} paragraphs."]
+        if "rouge_tokenization" in self.info:
+            lines[0] += f" ROUGE tokenised by {self.info['rouge_tokenization']}."
+        lines += ["", "| metric | value |", "|---|---|"]
+        lines += [f"| {label} | {self.metrics[key]:.4f} |" for key, label in METRIC_LABELS.items()
+                  if self.metrics.get(key) is not None]
+        if self.info.get("judge"):
+            judge = self.info["judge"]
+            lines.append(f"\nJudge `{judge['model']}`: {judge['unscored']} of {judge['judged']} judgements unscored "
+                         "(left out of the means, not counted as 0).")
+        for name, reason in self.info.get("skipped", {}).items():
+            lines.append(f"\n{name} not computed: {reason}")
+        return "\n".join(lines) + "\n"
+
+
+def comparison_table(results: dict[str, EvaluationResult], columns: Optional[dict[str, list]] = None,
+                     name_header: str = "model") -> str:
+    """One Markdown row per named result, one column per metric any of them has. `columns` adds
+    leading columns (name → one value per result, in order)."""
+    columns = columns or {}
+    keys = [key for key in METRIC_LABELS if any(r.metrics.get(key) is not None for r in results.values())]
+    header = [name_header, *columns, *(METRIC_LABELS[key] for key in keys)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for number, (name, result) in enumerate(results.items()):
+        values = [str(values[number]) for values in columns.values()]
+        values += [f"{result.metrics[key]:.3f}" if result.metrics.get(key) is not None else "-" for key in keys]
+        lines.append("| " + " | ".join([name, *values]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class _Scoring:
+    """What a metric function reads: the model, the articles with their references, what was written."""
+
+    evaluator: "Evaluator"
+    model: object
+    processor: object
+    articles: Dataset
+    written: list[Article]
+    lang: str
+    info: dict
+
+    @property
+    def predictions(self) -> list[str]:
+        return [p for article in self.written for p in article.paragraphs]
+
+    @property
+    def references(self) -> list[str]:
+        return [p for paragraphs in self.articles["paragraphs"] for p in paragraphs]
+
+
+def _rouge(s: _Scoring) -> dict:
+    rouge = rouge_scores(s.predictions, s.references, s.lang, tokenization=s.evaluator.rouge_tokenization)
+    s.info["rouge_tokenization"] = rouge["tokenization"]
+    return {key: rouge[key] for key in ("rouge1", "rouge2", "rougeL")}
+
+
+def _bertscore(s: _Scoring) -> dict:
+    try:
+        return {"bertscore_f1": bertscore_f1(s.predictions, s.references, s.lang, model_type=s.evaluator.bertscore_model,
+                                             num_layers=s.evaluator.bertscore_layers)}
+    except OSError as err:  # the default model is a download away: say so, keep the other numbers
+        reason = f"{type(err).__name__}: {err}".splitlines()[0]
+        s.info.setdefault("skipped", {})["BERTScore"] = reason
+        logger.warning("BERTScore skipped: %s (pass a local bertscore_model)", reason)
+        return {}
+
+
+def _alignment(s: _Scoring) -> dict:
+    return {"alignment_accuracy": alignment_accuracy(s.model, s.processor, s.articles, seed=s.evaluator.seed)}
+
+
+def _clip(s: _Scoring) -> dict:
+    return {"clip_similarity": clip_similarity(s.model, s.processor, s.articles,
+                                               paragraphs=[a.paragraphs for a in s.written])}
+
+
+def _judge(s: _Scoring) -> dict:
+    """The ten judge scores (SC^f … CO^a) over whole articles, averaged over what the judge scored."""
+    client = s.evaluator.judge
+    if client is None:
+        raise ValueError("the 'judge' metric needs Evaluator(judge=JudgeClient(...))")
+    items = [{"prediction": "\n".join(article.paragraphs), "reference": "\n".join(reference)}
+             for article, reference in zip(s.written, s.articles["paragraphs"])]
+    judged = aggregate(client.judge(items, lang=s.lang, reference_aware=False),
+                       client.judge(items, lang=s.lang, reference_aware=True))
+    s.info["judge"] = {"model": client.model, **judged["stats"]}
+    return judged["scores"]
+
+
+METRICS: dict[str, Callable[[_Scoring], dict]] = {
+    "rouge": _rouge, "bertscore": _bertscore, "alignment": _alignment, "clip": _clip, "judge": _judge,
+}
+# what every scoring place reports (training-time evaluation, the demo, the ablation, `flexmuse
+# evaluate`); the last adds the costlier or optional ones
+DEFAULT_METRICS = ("rouge", "alignment")
+
+
+class Evaluator:
+    r"""
+    Writes a model's articles for a split and scores them.
+
+    Args:
+        metrics: names from `METRICS` (`rouge`, `bertscore`, `alignment`, `clip`, `judge`); default
+            `DEFAULT_METRICS`.
+        extra_metrics: computed after `metrics` (e.g. `("clip", "bertscore")` beside the defaults).
+        max_new_tokens, num_beams: decoding of the paragraphs (greedy by default).
+        seed: seeds the msaGate draws (writing and alignment), so a rerun scores the same articles.
+        batch_articles: articles written per `generate` call.
+        rouge_tokenization: Chinese ROUGE units, `char` or `jieba`.
+        bertscore_model, bertscore_layers: a BERTScore model (name or local folder) and the layer to read.
+        judge: a [`JudgeClient`] for the LLM-judge scores.
+    """
+
+    def __init__(self, metrics: Optional[Sequence[str]] = None, extra_metrics: Sequence[str] = (),
+                 max_new_tokens: int = 128, num_beams: int = 1, seed: int = 0, batch_articles: int = 16, rouge_tokenization: str = "char",
+                 bertscore_model: Optional[str] = None, bertscore_layers: Optional[int] = None,
+                 judge: Optional[JudgeClient] = None):
+        metrics = [*(DEFAULT_METRICS if metrics is None else metrics), *extra_metrics]
+        unknown = [name for name in metrics if name not in METRICS]
+        if unknown:
+            raise ValueError(f"unknown metrics {unknown}; choose from {sorted(METRICS)}")
+        self.metrics = list(metrics)
+        self.max_new_tokens, self.num_beams, self.seed = max_new_tokens, num_beams, seed
+        self.batch_articles, self.rouge_tokenization = batch_articles, rouge_tokenization
+        self.bertscore_model, self.bertscore_layers, self.judge = bertscore_model, bertscore_layers, judge
+
+    @torch.no_grad()
+    def write(self, model, processor, articles: Dataset) -> list[Article]:
+        """The model's article for every record, `batch_articles` per generate call."""
+        written = []
+        for start in range(0, len(articles), self.batch_articles):
+            part = articles.select(range(start, min(start + self.batch_articles, len(articles))))
+            written += write_articles(model, processor, part["topic"], part["images"], gate_seed=self.seed + start,
+                                      decode_seed=self.seed + start, max_new_tokens=self.max_new_tokens,
+                                      num_beams=self.num_beams)
+        return written
+
+    def __call__(self, model, processor, articles: Dataset) -> EvaluationResult:
+        if not len(articles):
+            raise ValueError("no articles to evaluate")
+        was_training = model.training
+        model.eval()
+        try:
+            written = self.write(model, processor, articles)
+            lang = articles[0]["lang"] or "zh"
+            info = {"lang": lang, "articles": len(articles), "paragraphs": sum(len(a.sections) for a in written)}
+            scoring = _Scoring(self, model, processor, articles, written, lang, info)
+            metrics = {}
+            with torch.no_grad():
+                for name in self.metrics:
+                    metrics.update(METRICS[name](scoring))
+        finally:
+            model.train(was_training)
+        return EvaluationResult(articles=written, metrics=metrics, info=info)
+
+
+__all__ = ["DEFAULT_METRICS", "EvaluationResult", "Evaluator", "METRICS", "METRIC_LABELS", "comparison_table"]

@@ -1,0 +1,52 @@
+"""The model and processor a training run starts from, and the LoRA configuration."""
+
+from configuration_flexmuse import PRESET_COMPONENTS, FlexMuseConfig
+from modeling_flexmuse import FlexMuseForConditionalGeneration
+from processing_flexmuse import FlexMuseProcessor
+
+from .args import ModelArguments
+
+ABLATION_SWITCHES = ("use_gate", "use_fusion", "fusion_tokens")
+
+
+def load_model_and_processor(args: ModelArguments):
+    """A saved FlexMUSE model (`model_name_or_path`), or a new one from a preset: `tiny` with random
+    weights, `base` / `base-en` from their pretrained CLIP and T5 (or the `*_name_or_path` overrides)."""
+    overrides = {k: getattr(args, k) for k in ABLATION_SWITCHES if getattr(args, k) is not None}
+    if args.model_name_or_path:
+        model = FlexMuseForConditionalGeneration.from_pretrained(args.model_name_or_path, **overrides)
+        processor = FlexMuseProcessor.from_pretrained(args.model_name_or_path)
+    elif args.preset == "tiny":
+        model = FlexMuseForConditionalGeneration(FlexMuseConfig.tiny(**overrides))
+        processor = FlexMuseProcessor.tiny(model.encoder.image_size)
+    elif args.preset in PRESET_COMPONENTS:
+        components = PRESET_COMPONENTS[args.preset]
+        encoder = args.encoder_name_or_path or components["encoder"]
+        decoder = args.decoder_name_or_path or components["decoder"]
+        model = FlexMuseForConditionalGeneration.from_components(encoder, decoder, **overrides)
+        processor = FlexMuseProcessor.from_components(encoder, decoder)
+    else:
+        raise ValueError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESET_COMPONENTS)}")
+    model.set_encoder_trainable(not args.freeze_encoder)
+    processor.max_topic_length, processor.max_paragraph_length = args.max_topic_length, args.max_paragraph_length
+    return model, processor
+
+
+def base_model_ids(args: ModelArguments) -> list:
+    """The pretrained checkpoints a new model is built from (for the model card's `base_model`)."""
+    components = PRESET_COMPONENTS.get(args.preset, {})
+    return [args.encoder_name_or_path or components.get("encoder"), args.decoder_name_or_path or components.get("decoder")]
+
+
+def lora_config(model, args: ModelArguments):
+    """LoRA on the decoder's attention; the fusion and memory projections, new in FlexMUSE, train in full."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+        target_modules=r"decoder\.block\.\d+\.layer\.\d+\.(SelfAttention|EncDecAttention)\.(q|k|v|o)",
+        modules_to_save=[name for name in ("fusion", "memory") if getattr(model, name, None) is not None],
+    )
+
+
+__all__ = ["base_model_ids", "load_model_and_processor", "lora_config"]
