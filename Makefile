@@ -20,11 +20,20 @@ $(STAMP): setup.cfg pyproject.toml
 test: install
 	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) -m pytest -n $(PYTEST_WORKERS) tests
 
-# The main job: offline corpus -> SFT of the tiny preset -> mscDPO -> articles for held-out topics + metrics.
+# The main job: offline corpus -> CLIP pretrained on it (once) -> SFT of the tiny preset on that frozen
+# CLIP -> mscDPO -> articles for held-out topics + metrics.
 ACCELERATE := $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no
-demo: install
+CORPUS := data/corpus/flexmuse_corpus.json
+CLIP := out/clip/model.safetensors
+
+$(CORPUS): | $(STAMP)
 	$(VENV)/bin/flexmuse make-corpus --out data/corpus --articles 400 --seed 0 --lang zh
-	HF_HUB_OFFLINE=1 $(ACCELERATE) training/sft.py --config training/configs/tiny.yaml --output_dir out/sft --disable_tqdm true
+
+$(CLIP): $(CORPUS)
+	HF_HUB_OFFLINE=1 $(PY) training/pretrain_clip.py --dataset data/corpus --output_dir out/clip --disable_tqdm true
+
+demo: install $(CLIP)
+	HF_HUB_OFFLINE=1 $(ACCELERATE) training/sft.py --config training/configs/tiny.yaml --encoder_name_or_path out/clip --output_dir out/sft --disable_tqdm true
 	HF_HUB_OFFLINE=1 $(ACCELERATE) training/dpo.py --config training/configs/tiny.yaml --model_name_or_path out/sft --output_dir out/dpo --disable_tqdm true
 	HF_HUB_OFFLINE=1 $(PY) training/demo.py --model SFT=out/sft --model mscDPO=out/dpo --data data/corpus --out demo_out
 

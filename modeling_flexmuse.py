@@ -600,25 +600,29 @@ class FlexMuseForConditionalGeneration(FlexMusePreTrainedModel, GenerationMixin)
     def from_components(
         cls,
         encoder: str,
-        decoder: str,
+        decoder,
         dtype: Optional[torch.dtype] = None,
         **config_kwargs,
     ) -> "FlexMuseForConditionalGeneration":
         r"""
         Build FlexMUSE from a pretrained CLIP / Chinese-CLIP checkpoint and a pretrained T5 checkpoint
-        (hub ids or local directories). The fusion, memory projections are newly initialised; the
+        (hub ids or local directories; `decoder` may also be a `T5Config`, for a writer with random
+        weights, as the tiny preset's). The fusion, memory projections are newly initialised; the
         T5 encoder is dropped.
 
         Example: `FlexMuseForConditionalGeneration.from_components("OFA-Sys/chinese-clip-vit-base-patch16",
         "Langboat/mengzi-t5-base")`.
         """
-        from transformers import T5ForConditionalGeneration
+        from transformers import T5Config, T5ForConditionalGeneration
 
         load_kwargs = {} if dtype is None else {"dtype": dtype}
         clip = AutoModel.from_pretrained(encoder, **load_kwargs)
         if not (hasattr(clip, "get_text_features") and hasattr(clip, "get_image_features")):
             raise ValueError(f"{encoder!r} is a {type(clip).__name__}, not a CLIP-style dual encoder")
-        t5 = T5ForConditionalGeneration.from_pretrained(decoder, **load_kwargs)
+        if isinstance(decoder, T5Config):
+            t5 = T5ForConditionalGeneration(decoder).to(clip.dtype)
+        else:
+            t5 = T5ForConditionalGeneration.from_pretrained(decoder, **load_kwargs)
         tied = t5.lm_head.weight.data_ptr() == t5.get_input_embeddings().weight.data_ptr()
         config = FlexMuseConfig(encoder=clip.config, decoder=t5.config, tie_word_embeddings=tied, **config_kwargs)
         with torch.device("meta"):

@@ -25,7 +25,7 @@ from flexmuse_training.corpus import make_corpus
 from flexmuse_training.data import load_articles
 from flexmuse_training.dpo_config import MscDPOConfig
 from flexmuse_training.dpo_trainer import MscDPOTrainer
-from flexmuse_training.metrics import alignment_accuracy
+from flexmuse_training.metrics import alignment_scores
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "training", "configs", "tiny.yaml")
@@ -41,7 +41,7 @@ class AlignmentProbe(TrainerCallback):
     def _probe(self, step):
         began = time.perf_counter()
         self.model.eval()
-        accuracy = alignment_accuracy(self.model, self.processor, self.articles)
+        accuracy = alignment_scores(self.model, self.processor, self.articles)["alignment_accuracy"]
         self.model.train()
         self.points.append((step, began - self.start - self.paused, accuracy))
         self.paused += time.perf_counter() - began

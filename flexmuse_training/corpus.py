@@ -1,18 +1,26 @@
 """The offline corpus (a miniature of the paper §4 data): procedural illustrated articles in the ArtMUSE format.
 
 Each article has a topic ("海边的精品酒店" / "The seaside boutique hotel") and 2-4 images, each a
-coloured shape drawn on a background in the topic's palette. Each paragraph names the topic and
-describes its own image (colour, shape, position), so a model scores well only by looking, and the
-other paragraphs of the same article, which share the topic words, are hard negatives. Everything
-is deterministic in the seed; train, validation and test come from different seeds.
+coloured shape drawn on a background in the theme's palette under a strip whose pattern marks the
+subject (hotel, museum, ...): the picture shows what the topic says. Each paragraph opens with the
+theme and subject and describes its own image (colour, shape, position), so a model scores well
+only by looking, and the other paragraphs of the same article, which share the topic words, are
+hard negatives. Harder still: about half the articles hold two images of the same colour, told
+apart only by shape or position. About half the topics also name what one of their images shows
+("海边的精品酒店与红色圆形"): that image and the topic say the same thing, the others less, so the
+msaGate's similarity σ has something to tell. Everything is
+deterministic in the seed; train, validation and test come from different seeds.
 
 The layout written is the Hub's imagefolder convention: `<split>/metadata.jsonl` whose rows hold
-`file_names` (the images), `topic`, `paragraphs` and `lang`.
+`file_names` (the images), `topic`, `paragraphs`, `lang`, and for each image its true `attributes`
+(colour, shape, position: what `parse_paragraph` reads back from a written paragraph) and a short
+`captions` entry (theme and attributes, the CLIP pretraining text).
 """
 
 import json
 import os
 import random
+import re
 from dataclasses import dataclass
 from typing import Optional
 
@@ -51,21 +59,91 @@ class Chunk:
     position: int
 
 
-def topic_text(theme: int, subject: int, lang: str) -> str:
+def topic_text(theme: int, subject: int, lang: str, named: Optional[Chunk] = None) -> str:
+    """The article's topic; `named`: the image whose colour and shape the topic names too."""
     if lang == "zh":
-        return f"{THEMES[theme][0]}的{SUBJECTS[subject][0]}"
-    return f"The {THEMES[theme][1]} {SUBJECTS[subject][1]}"
+        topic = f"{THEMES[theme][0]}的{SUBJECTS[subject][0]}"
+        return topic if named is None else f"{topic}与{COLORS[named.color][0]}{SHAPES[named.shape][0]}"
+    topic = f"The {THEMES[theme][1]} {SUBJECTS[subject][1]}"
+    return topic if named is None else f"{topic} and the {COLORS[named.color][1]} {SHAPES[named.shape][1]}"
 
 
-def paragraph_text(theme: int, subject: int, chunk: Chunk, lang: str) -> str:
+def base_topic(topic: str, lang: str) -> str:
+    """The theme and subject of a topic, without the image it may name: what a paragraph opens with."""
+    return topic.split("与")[0] if lang == "zh" else topic.split(" and the ")[0]
+
+
+def paragraph_text(topic: str, chunk: Chunk, lang: str) -> str:
     color, shape, position = COLORS[chunk.color], SHAPES[chunk.shape], POSITIONS[chunk.position]
     if lang == "zh":
-        return f"{topic_text(theme, subject, lang)}，{position[0]}有一个{color[0]}的{shape[0]}，{shape[2]}。"
-    return (f"At the {THEMES[theme][1]} {SUBJECTS[subject][1]}, a {color[1]} {shape[1]} sits on the "
-            f"{position[1]} of the picture, {shape[3]}.")
+        return f"{base_topic(topic, lang)}，{position[0]}有一个{color[0]}的{shape[0]}，{shape[2]}。"
+    return (f"At {_article(base_topic(topic, lang))}, a {color[1]} {shape[1]} sits on the {position[1]} of the "
+            f"picture, {shape[3]}.")
 
 
-def draw_image(theme: int, chunk: Chunk, rng: random.Random, size: int = IMAGE_SIZE) -> Image.Image:
+def caption_text(theme: int, subject: int, chunk: Chunk, lang: str) -> str:
+    """What the image shows, briefly: theme (background), subject (strip) and shape (CLIP pretraining text)."""
+    opening = topic_text(theme, subject, lang) if lang == "zh" else _article(topic_text(theme, subject, lang))
+    return f"{opening}，{describe(attributes_of(chunk), lang)}" if lang == "zh" else \
+        f"{opening}, {describe(attributes_of(chunk), lang)}"
+
+
+def describe(attributes: dict, lang: str) -> str:
+    """What an image shows, from its attributes alone ("画面左侧有一个红色的圆形", "a red circle on the left")."""
+    names = {key: {v[1]: v for v in values} for key, values in (("color", COLORS), ("shape", SHAPES),
+                                                                  ("position", POSITIONS))}
+    color, shape, position = (names[key][attributes[key]] for key in ("color", "shape", "position"))
+    if lang == "zh":
+        return f"{position[0]}有一个{color[0]}的{shape[0]}"
+    return f"a {color[1]} {shape[1]} on the {position[1]}"
+
+
+ATTRIBUTE_VALUES = {"color": [c[1] for c in COLORS], "shape": [s[1] for s in SHAPES],
+                    "position": [p[1] for p in POSITIONS]}
+
+
+def attributes_of(chunk: Chunk) -> dict:
+    """An image's true attributes, by their English names (the same in both languages)."""
+    return {"color": COLORS[chunk.color][1], "shape": SHAPES[chunk.shape][1], "position": POSITIONS[chunk.position][1]}
+
+
+def _article(topic: str) -> str:
+    return "the " + topic[4:] if topic.startswith("The ") else topic
+
+
+def _vocabulary(lang: str) -> dict:
+    column = 0 if lang == "zh" else 1
+    return {"color": {c[column]: c[1] for c in COLORS}, "shape": {s[column]: s[1] for s in SHAPES},
+            "position": {p[column]: p[1] for p in POSITIONS}}
+
+
+def parse_paragraph(text: str, topic: str, lang: str) -> dict:
+    """Read a written paragraph back into the corpus's attributes: for each of colour, shape and
+    position the one value it names after the topic (None where it names none or several), and
+    whether it opens with the article's theme and subject as the corpus's paragraphs do."""
+    opening = f"{base_topic(topic, lang)}，" if lang == "zh" else f"At {_article(base_topic(topic, lang))},"
+    parsed = {"topic": text.startswith(opening)}
+    body = text[len(opening):] if parsed["topic"] else text  # a topic may name a colour and shape too
+    for attribute, words in _vocabulary(lang).items():
+        if lang == "zh":
+            found = {name for word, name in words.items() if word in body}
+        else:
+            found = {name for word, name in words.items() if re.search(rf"\b{re.escape(word)}\b", body, re.I)}
+        parsed[attribute] = found.pop() if len(found) == 1 else None
+    return parsed
+
+
+def _subject_strip(draw: ImageDraw.ImageDraw, subject: int, size: int) -> None:
+    """The subject's mark: a dark-and-light pattern in a strip along the top edge, one per subject."""
+    dark, light, height = (30, 30, 30), (245, 245, 245), size // 6
+    for y in range(height):
+        for x in range(size):
+            on = [True, (x // 4) % 2 == 0, (y // 2) % 2 == 0, (x // 5 + y // 5) % 2 == 0, x < size // 2,
+                  ((x + y) // 3) % 2 == 0][subject]
+            draw.point((x, y), fill=dark if on else light)
+
+
+def draw_image(theme: int, subject: int, chunk: Chunk, rng: random.Random, size: int = IMAGE_SIZE) -> Image.Image:
     background = tuple(min(255, max(0, c + rng.randint(-12, 12))) for c in THEMES[theme][2])
     image = Image.new("RGB", (size, size), background)
     draw = ImageDraw.Draw(image)
@@ -73,6 +151,7 @@ def draw_image(theme: int, chunk: Chunk, rng: random.Random, size: int = IMAGE_S
         x, y = rng.randrange(size), rng.randrange(size)
         tint = tuple(min(255, max(0, c + rng.randint(-25, 25))) for c in background)
         draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill=tint)
+    _subject_strip(draw, subject, size)
     cx = [size // 5, size // 2, size - size // 5][chunk.position] + rng.randint(-2, 2)
     cy = size // 2 + rng.randint(-6, 6)
     r = size // 6 + rng.randint(-1, 2)
@@ -88,35 +167,55 @@ def draw_image(theme: int, chunk: Chunk, rng: random.Random, size: int = IMAGE_S
     return image
 
 
+@dataclass
+class CorpusArticle:
+    topic: str
+    images: list
+    paragraphs: list[str]
+    attributes: list[dict]  # per image: its true colour, shape and position
+    captions: list[str]  # per image: theme and attributes, the CLIP pretraining text
+
+
 def make_articles(count: int, seed: int, lang: str, chunks: Optional[int] = None):
-    """Yield (topic, images, paragraphs) for `count` articles, deterministic in `seed`; each has
-    `chunks` images, or 2-4 drawn at random."""
+    """Yield `count` `CorpusArticle`s, deterministic in `seed`; each has `chunks` images, or 2-4
+    drawn at random."""
     if lang not in ("zh", "en"):
         raise ValueError(f"lang must be 'zh' or 'en', got {lang!r}")
     if chunks is not None and not 1 <= chunks <= len(COLORS):
         raise ValueError(f"chunks must be between 1 and {len(COLORS)}, got {chunks}")
-    per_article = chunks
     rng = random.Random(seed)
     for _ in range(count):
         theme, subject = rng.randrange(len(THEMES)), rng.randrange(len(SUBJECTS))
-        n = rng.randint(2, 4) if per_article is None else per_article
-        colors = rng.sample(range(len(COLORS)), n)  # distinct colours: every chunk tells its own image
-        chunks = [Chunk(c, rng.randrange(len(SHAPES)), rng.randrange(len(POSITIONS))) for c in colors]
-        images = [draw_image(theme, chunk, rng) for chunk in chunks]
-        yield topic_text(theme, subject, lang), images, [paragraph_text(theme, subject, c, lang) for c in chunks]
+        n = rng.randint(2, 4) if chunks is None else chunks
+        article = [Chunk(color, rng.randrange(len(SHAPES)), rng.randrange(len(POSITIONS)))
+                   for color in rng.sample(range(len(COLORS)), n)]
+        if n > 1 and rng.random() < 0.5:
+            # the last image takes the first one's colour and differs from it in shape or position:
+            # a pair that colour alone cannot tell apart
+            first, last = article[0], article[-1]
+            while (last.shape, last.position) == (first.shape, first.position):
+                last = Chunk(first.color, rng.randrange(len(SHAPES)), rng.randrange(len(POSITIONS)))
+            article[-1] = Chunk(first.color, last.shape, last.position)
+        named = article[rng.randrange(n)] if rng.random() < 0.5 else None
+        topic = topic_text(theme, subject, lang, named)
+        yield CorpusArticle(topic=topic, images=[draw_image(theme, subject, chunk, rng) for chunk in article],
+                            paragraphs=[paragraph_text(topic, c, lang) for c in article],
+                            attributes=[attributes_of(c) for c in article],
+                            captions=[caption_text(theme, subject, c, lang) for c in article])
 
 
 def write_split(directory: str, count: int, seed: int, lang: str, chunks: Optional[int] = None) -> int:
     """Write one split in the imagefolder layout; return the number of articles."""
     os.makedirs(directory, exist_ok=True)
     rows = []
-    for number, (topic, images, paragraphs) in enumerate(make_articles(count, seed, lang, chunks)):
+    for number, article in enumerate(make_articles(count, seed, lang, chunks)):
         names = []
-        for index, image in enumerate(images):
+        for index, image in enumerate(article.images):
             name = f"{number:05d}_{index}.png"
             image.save(os.path.join(directory, name))
             names.append(name)
-        rows.append({"file_names": names, "topic": topic, "paragraphs": paragraphs, "lang": lang})
+        rows.append({"file_names": names, "topic": article.topic, "paragraphs": article.paragraphs, "lang": lang,
+                     "attributes": article.attributes, "captions": article.captions})
     with open(os.path.join(directory, "metadata.jsonl"), "w", encoding="utf-8") as handle:
         handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     return len(rows)
@@ -140,4 +239,5 @@ def is_offline_corpus(path: str) -> bool:
     return os.path.isfile(os.path.join(os.fspath(path), CORPUS_MARKER))
 
 
-__all__ = ["is_offline_corpus", "make_articles", "make_corpus", "paragraph_text", "topic_text"]
+__all__ = ["ATTRIBUTE_VALUES", "CorpusArticle", "attributes_of", "base_topic", "caption_text", "describe",
+           "is_offline_corpus", "make_articles", "make_corpus", "paragraph_text", "parse_paragraph", "topic_text"]

@@ -24,6 +24,10 @@ ARTICLE_FEATURES = Features({
     "images": List(Image()),
     "paragraphs": List(Value("string")),
     "lang": Value("string"),
+    # optional, per image (empty where the source has none): the true attributes the grounding
+    # metric checks, and a short caption for CLIP pretraining (the offline corpus writes both)
+    "attributes": List({"color": Value("string"), "shape": Value("string"), "position": Value("string")}),
+    "captions": List(Value("string")),
 })
 
 
@@ -114,11 +118,16 @@ def _validated(record: dict, number: int, base_dir: Optional[str]) -> dict:
     for index, paragraph in enumerate(paragraphs):
         if not isinstance(paragraph, str) or not paragraph.strip():
             raise BadRecordError(f"{where}: field 'paragraphs'[{index}] is empty")
+    optional = {key: record.get(key) or [] for key in ("attributes", "captions")}
+    for key, values in optional.items():
+        if values and len(values) != len(images):
+            raise BadRecordError(f"{where}: {len(images)} images but {len(values)} entries in field {key!r}")
     return {
         "topic": topic,
         "images": [_checked_image(image, f"{where}: field 'images'[{i}]", base_dir) for i, image in enumerate(images)],
         "paragraphs": paragraphs,
         "lang": record.get("lang") or "",
+        **optional,
     }
 
 

@@ -21,14 +21,18 @@ from article_flexmuse import Article
 from writing_flexmuse import write_articles
 
 from .judge import CRITERIA, JudgeClient, aggregate
-from .metrics import alignment_accuracy, bertscore_f1, clip_similarity, rouge_scores
+from .metrics import alignment_scores, bertscore_f1, clip_similarity, grounding_scores, rouge_scores
 
 logger = logging.getLogger(__name__)
 
 # how each reported number is labelled in tables, in the order tables show them
 METRIC_LABELS = {
     "rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "bertscore_f1": "BERTScore F1",
-    "alignment_accuracy": "alignment accuracy", "clip_similarity": "CLIP paragraph-image similarity",
+    "alignment_accuracy": "alignment accuracy", "alignment_accuracy_same_colour": "alignment accuracy, same-colour pairs",
+    "grounding_color": "colour correct", "grounding_shape": "shape correct", "grounding_position": "position correct",
+    "grounding_all": "all three correct", "grounding_unparseable": "unparseable", "topic_reproduced": "topic reproduced",
+    "gate_masked": "msaGate: topics masked", "gate_similarity_mean": "msaGate: mean σ",
+    "clip_similarity": "CLIP paragraph-image similarity",
     **{name: name for name in CRITERIA},
 }
 
@@ -58,24 +62,31 @@ class EvaluationResult:
             judge = self.info["judge"]
             lines.append(f"\nJudge `{judge['model']}`: {judge['unscored']} of {judge['judged']} judgements unscored "
                          "(left out of the means, not counted as 0).")
+        if "gate_similarity_quartiles" in self.info:
+            lines.append(f"\nmsaGate σ on this split (min, 25 %, median, 75 %, max): "
+                         f"{', '.join(f'{q:.3f}' for q in self.info['gate_similarity_quartiles'])}.")
         for name, reason in self.info.get("skipped", {}).items():
             lines.append(f"\n{name} not computed: {reason}")
         return "\n".join(lines) + "\n"
 
 
 def comparison_table(results: dict[str, EvaluationResult], columns: Optional[dict[str, list]] = None,
-                     name_header: str = "model") -> str:
-    """One Markdown row per named result, one column per metric any of them has. `columns` adds
-    leading columns (name → one value per result, in order)."""
-    columns = columns or {}
+                     name_header: str = "model", metrics_as_rows: bool = False) -> str:
+    """Markdown: one row per named result and one column per metric any of them has (`columns` adds
+    leading columns: name → one value per result, in order), or with `metrics_as_rows` one row per
+    metric and one column per result."""
     keys = [key for key in METRIC_LABELS if any(r.metrics.get(key) is not None for r in results.values())]
-    header = [name_header, *columns, *(METRIC_LABELS[key] for key in keys)]
+    cell = lambda result, key: f"{result.metrics[key]:.3f}" if result.metrics.get(key) is not None else "-"  # noqa: E731
+    if metrics_as_rows:
+        header = ["metric", *results]
+        rows = [[METRIC_LABELS[key], *(cell(result, key) for result in results.values())] for key in keys]
+    else:
+        columns = columns or {}
+        header = [name_header, *columns, *(METRIC_LABELS[key] for key in keys)]
+        rows = [[name, *(str(values[number]) for values in columns.values()), *(cell(result, key) for key in keys)]
+                for number, (name, result) in enumerate(results.items())]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for number, (name, result) in enumerate(results.items()):
-        values = [str(values[number]) for values in columns.values()]
-        values += [f"{result.metrics[key]:.3f}" if result.metrics.get(key) is not None else "-" for key in keys]
-        lines.append("| " + " | ".join([name, *values]) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
 
 
 @dataclass
@@ -117,7 +128,28 @@ def _bertscore(s: _Scoring) -> dict:
 
 
 def _alignment(s: _Scoring) -> dict:
-    return {"alignment_accuracy": alignment_accuracy(s.model, s.processor, s.articles, seed=s.evaluator.seed)}
+    return alignment_scores(s.model, s.processor, s.articles, seed=s.evaluator.seed)
+
+
+def _grounding(s: _Scoring) -> dict:
+    """Left out for articles that do not record their images' attributes (only the offline corpus does)."""
+    if not all(s.articles["attributes"]):
+        s.info.setdefault("skipped", {})["grounding"] = "the articles do not record their images' attributes"
+        return {}
+    topics = [a.topic for a in s.written for _ in a.sections]
+    truth = [attributes for record in s.articles["attributes"] for attributes in record]
+    return grounding_scores(s.predictions, topics, truth, s.lang)
+
+
+def _gate(s: _Scoring) -> dict:
+    """What the msaGate did while writing: the share of (topic, image) pairs whose topic it masked,
+    and the similarity σ (Eq. 1) it compared with u (its quartiles go to `info`)."""
+    sections = [section.metadata for article in s.written for section in article.sections]
+    sigma = torch.tensor([m["gate_similarity"] for m in sections])
+    s.info["gate_similarity_quartiles"] = [round(q, 4) for q in torch.quantile(sigma, torch.tensor(
+        [0.0, 0.25, 0.5, 0.75, 1.0])).tolist()]
+    return {"gate_masked": sum(not m["gate_keep"] for m in sections) / len(sections),
+            "gate_similarity_mean": sigma.mean().item()}
 
 
 def _clip(s: _Scoring) -> dict:
@@ -139,11 +171,12 @@ def _judge(s: _Scoring) -> dict:
 
 
 METRICS: dict[str, Callable[[_Scoring], dict]] = {
-    "rouge": _rouge, "bertscore": _bertscore, "alignment": _alignment, "clip": _clip, "judge": _judge,
+    "rouge": _rouge, "bertscore": _bertscore, "alignment": _alignment, "grounding": _grounding, "gate": _gate,
+    "clip": _clip, "judge": _judge,
 }
 # what every scoring place reports (training-time evaluation, the demo, the ablation, `flexmuse
 # evaluate`); the last adds the costlier or optional ones
-DEFAULT_METRICS = ("rouge", "alignment")
+DEFAULT_METRICS = ("rouge", "alignment", "grounding", "gate")
 
 
 class Evaluator:
@@ -151,7 +184,8 @@ class Evaluator:
     Writes a model's articles for a split and scores them.
 
     Args:
-        metrics: names from `METRICS` (`rouge`, `bertscore`, `alignment`, `clip`, `judge`); default
+        metrics: names from `METRICS` (`rouge`, `bertscore`, `alignment`, `grounding`, `gate`, `clip`,
+            `judge`); default
             `DEFAULT_METRICS`.
         extra_metrics: computed after `metrics` (e.g. `("clip", "bertscore")` beside the defaults).
         max_new_tokens, num_beams: decoding of the paragraphs (greedy by default).

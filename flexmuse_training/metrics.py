@@ -1,4 +1,5 @@
-"""The metrics the evaluator computes (paper §5): ROUGE-1/2/L, BERTScore, alignment accuracy, CLIP similarity."""
+"""The metrics the evaluator computes: ROUGE-1/2/L and BERTScore (paper §5), alignment accuracy, grounding
+(what the paragraphs say about their images, parsed back), CLIP similarity."""
 
 import logging
 from typing import Optional, Sequence
@@ -6,6 +7,8 @@ from typing import Optional, Sequence
 import torch
 from datasets import Dataset
 from rouge_score import rouge_scorer
+
+from .corpus import parse_paragraph
 
 
 
@@ -84,10 +87,13 @@ def _article_memory(model, processor, record, generator):
 
 
 @torch.no_grad()
-def alignment_accuracy(model, processor, articles: Dataset, seed: int = 0, limit: Optional[int] = None) -> float:
-    """Share of pairs (i, j ≠ i) with log p(paragraph_i | T, V_i) > log p(paragraph_j | T, V_i)."""
+def alignment_scores(model, processor, articles: Dataset, seed: int = 0, limit: Optional[int] = None) -> dict:
+    """`alignment_accuracy`: the share of pairs (i, j ≠ i) of an article with
+    log p(paragraph_i | T, V_i) > log p(paragraph_j | T, V_i). Where the articles record their
+    images' attributes, also `alignment_accuracy_same_colour`: the same over the pairs whose two
+    images have one colour, which colour alone cannot tell apart."""
     generator = torch.Generator().manual_seed(seed)
-    wins = pairs = 0
+    wins = pairs = same_wins = same_pairs = 0
     for number, record in enumerate(articles):
         if limit is not None and number >= limit:
             break
@@ -98,12 +104,43 @@ def alignment_accuracy(model, processor, articles: Dataset, seed: int = 0, limit
         labels = processor.encode_paragraphs(record["paragraphs"]).to(model.device)  # (n, T)
         # every paragraph under every image: row i * n + j scores paragraph j given image i
         memory_index = torch.arange(n, device=model.device).repeat_interleave(n)
-        scores = model.paragraph_log_probs(labels.repeat(n, 1), memory, memory_index).view(n, n)
-        diagonal = scores.diagonal()[:, None]
-        off = ~torch.eye(n, dtype=torch.bool, device=scores.device)
-        wins += int((diagonal > scores)[off].sum())
+        scores = model.paragraph_log_probs(labels.repeat(n, 1), memory, memory_index).view(n, n).cpu()
+        won = scores.diagonal()[:, None] > scores  # (n, n): paragraph i beats paragraph j under image i
+        off = ~torch.eye(n, dtype=torch.bool)
+        wins += int(won[off].sum())
         pairs += n * (n - 1)
-    return wins / pairs if pairs else float("nan")
+        if record.get("attributes"):
+            colours = [a["color"] for a in record["attributes"]]
+            same = torch.tensor([[a == b for b in colours] for a in colours]) & off
+            same_wins += int(won[same].sum())
+            same_pairs += int(same.sum())
+    scores = {"alignment_accuracy": wins / pairs if pairs else float("nan")}
+    if same_pairs:
+        scores["alignment_accuracy_same_colour"] = same_wins / same_pairs
+    return scores
+
+
+def grounding_scores(predictions: Sequence[str], topics: Sequence[str], attributes: Sequence[dict],
+                     lang: str) -> dict:
+    """How often a written paragraph names what its image shows: each paragraph (with its article's
+    topic and its image's true attributes) parsed back by `corpus.parse_paragraph`. Per attribute
+    the share correct, the share with all three correct, the share unparseable (an attribute named
+    not once, counted wrong everywhere) and the share opening with the topic."""
+    if not len(predictions) == len(topics) == len(attributes) or not predictions:
+        raise ValueError(f"need one topic and one attribute set per prediction, got {len(predictions)} predictions, "
+                         f"{len(topics)} topics and {len(attributes)} attribute sets")
+    counts = {key: 0 for key in ("color", "shape", "position", "all", "unparseable", "topic")}
+    for text, topic, truth in zip(predictions, topics, attributes):
+        parsed = parse_paragraph(text, topic, lang)
+        correct = {key: parsed[key] == truth[key] for key in ("color", "shape", "position")}
+        for key, right in correct.items():
+            counts[key] += right
+        counts["all"] += all(correct.values())
+        counts["unparseable"] += any(parsed[key] is None for key in correct)
+        counts["topic"] += parsed["topic"]
+    total = len(predictions)
+    return {("topic_reproduced" if key == "topic" else f"grounding_{key}"): value / total
+            for key, value in counts.items()}
 
 
 @torch.no_grad()
@@ -128,5 +165,5 @@ def clip_similarity(model, processor, articles: Dataset, paragraphs: Optional[Se
     return total / count
 
 
-__all__ = ["CharTokenizer", "JiebaTokenizer", "alignment_accuracy", "bertscore_f1", "clip_similarity",
-           "rouge_scores"]
+__all__ = ["CharTokenizer", "JiebaTokenizer", "alignment_scores", "bertscore_f1", "clip_similarity",
+           "grounding_scores", "rouge_scores"]

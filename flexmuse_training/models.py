@@ -1,5 +1,9 @@
 """The model and processor a training run starts from, and the LoRA configuration."""
 
+import os
+
+from transformers import AutoImageProcessor, AutoTokenizer, ByT5Tokenizer
+
 from configuration_flexmuse import PRESET_COMPONENTS, FlexMuseConfig
 from modeling_flexmuse import FlexMuseForConditionalGeneration
 from processing_flexmuse import FlexMuseProcessor
@@ -11,11 +15,19 @@ ABLATION_SWITCHES = ("use_gate", "use_fusion", "fusion_tokens")
 
 def load_model_and_processor(args: ModelArguments):
     """A saved FlexMUSE model (`model_name_or_path`), or a new one from a preset: `tiny` with random
-    weights, `base` / `base-en` from their pretrained CLIP and T5 (or the `*_name_or_path` overrides)."""
+    weights (or with the CLIP of `encoder_name_or_path`), `base` / `base-en` from their pretrained
+    CLIP and T5 (or the `*_name_or_path` overrides)."""
     overrides = {k: getattr(args, k) for k in ABLATION_SWITCHES if getattr(args, k) is not None}
     if args.model_name_or_path:
         model = FlexMuseForConditionalGeneration.from_pretrained(args.model_name_or_path, **overrides)
         processor = FlexMuseProcessor.from_pretrained(args.model_name_or_path)
+    elif args.preset == "tiny" and args.encoder_name_or_path:
+        # a CLIP pretrained on the corpus (training/pretrain_clip.py) with the tiny random writer
+        model = FlexMuseForConditionalGeneration.from_components(args.encoder_name_or_path,
+                                                                 FlexMuseConfig.tiny().decoder, **overrides)
+        processor = FlexMuseProcessor(image_processor=AutoImageProcessor.from_pretrained(args.encoder_name_or_path),
+                                      tokenizer=ByT5Tokenizer(),
+                                      topic_tokenizer=AutoTokenizer.from_pretrained(args.encoder_name_or_path))
     elif args.preset == "tiny":
         model = FlexMuseForConditionalGeneration(FlexMuseConfig.tiny(**overrides))
         processor = FlexMuseProcessor.tiny(model.encoder.image_size)
@@ -33,9 +45,11 @@ def load_model_and_processor(args: ModelArguments):
 
 
 def base_model_ids(args: ModelArguments) -> list:
-    """The pretrained checkpoints a new model is built from (for the model card's `base_model`)."""
+    """The Hub checkpoints a new model is built from (the model card's `base_model`; a local folder
+    means nothing on the Hub)."""
     components = PRESET_COMPONENTS.get(args.preset, {})
-    return [args.encoder_name_or_path or components.get("encoder"), args.decoder_name_or_path or components.get("decoder")]
+    ids = [args.encoder_name_or_path or components.get("encoder"), args.decoder_name_or_path or components.get("decoder")]
+    return [i for i in ids if i and not os.path.isdir(i)]
 
 
 def lora_config(model, args: ModelArguments):

@@ -14,7 +14,7 @@ from PIL import Image
 from conftest import make_model
 from processing_flexmuse import FlexMuseProcessor
 from flexmuse_training.collator import FlexMuseCollator, FrozenFeatureCache
-from flexmuse_training.corpus import COLORS, is_offline_corpus, make_articles, make_corpus
+from flexmuse_training.corpus import COLORS, is_offline_corpus, make_articles, base_topic, make_corpus, parse_paragraph
 from flexmuse_training.data import BadRecordError, dpo_view, load_articles, sft_view
 
 
@@ -139,14 +139,23 @@ def test_offline_corpus_is_deterministic_and_text_follows_the_image(tmp_path):
         assert list(a[0]["images"][0].getdata()) == list(b[0]["images"][0].getdata())
     train, test = (load_articles(str(tmp_path / "a"), s) for s in ("train", "test"))
     assert train["paragraphs"] != test["paragraphs"][: len(train)]  # splits come from different seeds
-    for topic, images, paragraphs in make_articles(20, seed=1, lang="zh"):
-        theme = topic.split("的")[0]
-        assert all(p.startswith(topic) and theme in p for p in paragraphs)  # shared topic words
-        assert len(set(paragraphs)) == len(paragraphs) == len(images)
-        for image, paragraph in zip(images, paragraphs):  # the colour named is the colour drawn
+    same_colour = named = 0
+    for article in make_articles(40, seed=1, lang="zh"):
+        topic, images, paragraphs = article.topic, article.images, article.paragraphs
+        theme, opening = topic.split("的")[0], base_topic(topic, "zh")
+        assert all(p.startswith(opening) and theme in p for p in paragraphs)  # shared topic words
+        assert len(set(paragraphs)) == len(paragraphs) == len(images) == len(article.attributes)
+        for image, paragraph, truth in zip(images, paragraphs, article.attributes):
+            # the colour named is the colour drawn, and the paragraph reads back as the image's attributes
             drawn = {name for name, _, rgb in COLORS if rgb in set(image.getdata())}
-            assert drawn == {name for name, _, _ in COLORS if name in paragraph}
-    assert {len(images) for _, images, _ in make_articles(10, seed=2, lang="en", chunks=4)} == {4}
+            assert drawn == {name for name, _, _ in COLORS if name in paragraph[len(opening):]}
+            parsed = parse_paragraph(paragraph, topic, "zh")
+            assert parsed == {**truth, "topic": True}
+        colours = [a["color"] for a in article.attributes]
+        same_colour += len(set(colours)) < len(colours)
+        named += "与" in topic
+    assert 10 <= same_colour <= 30 and 10 <= named <= 30  # about half the articles each
+    assert {len(a.images) for a in make_articles(10, seed=2, lang="en", chunks=4)} == {4}
     with pytest.raises(ValueError, match="lang must be"):
         next(make_articles(1, 0, "fr"))
     with pytest.raises(ValueError, match="chunks must be"):

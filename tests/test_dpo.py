@@ -153,7 +153,8 @@ def test_rows_drop_duplicates_skip_one_chunk_articles_and_count_them(tmp_path, c
     make_corpus(str(tmp_path / "c"), articles=3, seed=0, eval_articles=2)
     articles = load_articles(str(tmp_path / "c"), "train").to_list()
     articles[0]["paragraphs"][1] = articles[0]["paragraphs"][0] + " "  # a duplicate
-    articles.append({**articles[1], "images": articles[1]["images"][:1], "paragraphs": articles[1]["paragraphs"][:1]})
+    articles.append({**articles[1], **{key: articles[1][key][:1] for key in ("images", "paragraphs", "attributes",
+                                                                              "captions")}})
     from datasets import Dataset
 
     data = load_articles(Dataset.from_list(articles))

@@ -17,7 +17,7 @@ from flexmuse_training import evaluate
 from flexmuse_training.corpus import make_corpus
 from flexmuse_training.data import load_articles
 from flexmuse_training.hub import save_model_repo, update_model_index, write_model_card
-from flexmuse_training.metrics import bertscore_f1, clip_similarity, rouge_scores
+from flexmuse_training.metrics import alignment_scores, bertscore_f1, clip_similarity, grounding_scores, rouge_scores
 
 
 def test_rouge_on_chinese_by_hand():
@@ -133,3 +133,42 @@ def test_evaluate_end_to_end_with_a_local_judge(tmp_path, tiny_bert):
     assert "| ROUGE-L |" in (tmp_path / "eval" / "results.md").read_text()
     card = ModelCard.load(tmp_path / "model" / "README.md")
     assert {r.metric_type for r in card.data.eval_results} >= {"rougeL", "SC^f", "alignment_accuracy"}
+
+
+def test_grounding_reads_paragraphs_back_into_attributes():
+    topic = "海边的民宿与红色圆形"  # a topic that names a colour and a shape itself
+    truth = [{"color": "red", "shape": "circle", "position": "left"}] * 4
+    predictions = [  # the corpus's paragraphs open with the theme and subject: 海边的民宿
+        "海边的民宿，画面左侧有一个红色的圆形，像一盏温暖的灯。",  # all correct
+        "海边的民宿，画面左侧有一个红色的方形，像一扇安静的窗。",  # shape wrong
+        "海边的民宿，画面中央有一个红色和蓝色的圆形。",  # position wrong, two colours: unparseable
+        f"{topic}，画面左侧有一个红色的圆形。",  # attributes right, but not the corpus's opening
+    ]
+    scores = grounding_scores(predictions, [topic] * 4, truth, "zh")
+    assert scores == {"grounding_color": 0.75, "grounding_shape": 0.75, "grounding_position": 0.75,
+                      "grounding_all": 0.5, "grounding_unparseable": 0.25, "topic_reproduced": 0.75}
+    english = grounding_scores(["At the city café, a blue bar sits on the right of the picture, like a long corridor.",
+                                "At the city café, a Blue square sits on the left."], ["The city café"] * 2,
+                               [{"color": "blue", "shape": "bar", "position": "right"}] * 2, "en")
+    assert english["grounding_all"] == 0.5 and english["grounding_color"] == 1.0 and english["topic_reproduced"] == 1
+    with pytest.raises(ValueError, match="one topic and one attribute set per prediction"):
+        grounding_scores(predictions, [topic], truth, "zh")
+
+
+def test_alignment_on_same_colour_pairs_counts_only_those_pairs(tmp_path, monkeypatch):
+    make_corpus(str(tmp_path), articles=2, seed=0, eval_articles=8)
+    articles = load_articles(str(tmp_path), "test")
+    pairs = [(i, j) for a in articles["attributes"] for i in range(len(a)) for j in range(len(a))
+             if i != j and a[i]["color"] == a[j]["color"]]
+    assert pairs  # the corpus holds same-colour pairs
+    model, processor = make_model(), FlexMuseProcessor.tiny()
+    scores = alignment_scores(model, processor, articles)
+    assert set(scores) == {"alignment_accuracy", "alignment_accuracy_same_colour"}
+    # a writer that always prefers its own paragraph wins every pair, same-colour ones included
+    monkeypatch.setattr(type(model), "paragraph_log_probs",
+                        lambda self, labels, memory, index: (index == torch.arange(len(index)) % int(
+                            len(index) ** 0.5)).float())
+    perfect = alignment_scores(model, processor, articles)
+    assert perfect == {"alignment_accuracy": 1.0, "alignment_accuracy_same_colour": 1.0}
+    no_attributes = articles.map(lambda row: {"attributes": []})
+    assert set(alignment_scores(model, processor, no_attributes)) == {"alignment_accuracy"}

@@ -1,5 +1,6 @@
 """`make ablation`: the rows of the paper's Table 2, trained from the same code by flags on the
-offline corpus with the tiny preset, scored on the held-out split.
+offline corpus with the tiny preset on the corpus-pretrained CLIP (frozen), scored on the held-out
+split.
 
     python training/ablation.py --data data/corpus --out out/ablation --report bench/ABLATION.md
 
@@ -14,6 +15,7 @@ import os
 import time
 
 import dpo  # the sibling scripts: this file runs as training/ablation.py
+import pretrain_clip
 import sft
 import torch
 
@@ -34,10 +36,11 @@ ROWS = [("SFT", "plain", None), ("+DPO", "plain", "DPO"), ("+mscDPO", "plain", "
         ("+msaGate", "gate", None), ("+msaGate+DPO", "gate", "DPO"), ("FlexMUSE", "full", "mscDPO")]
 
 
-def train_rows(data: str, out: str, sft_steps: int, dpo_steps: int) -> dict:
+def train_rows(data: str, out: str, clip: str, sft_steps: int, dpo_steps: int) -> dict:
     """Train every SFT variant once and every preference stage on top of it; return the folders."""
     common = ["--config", CONFIG, "--dataset", data, "--disable_tqdm", "true", "--eval_strategy", "no",
-              "--save_strategy", "no", "--eval_split", "", "--logging_steps", "100"]
+              "--save_strategy", "no", "--eval_split", "", "--logging_steps", "100",
+              "--encoder_name_or_path", clip]
     folders, seconds = {}, {}
     for variant in dict.fromkeys(v for _, v, _ in ROWS):
         folder = os.path.join(out, f"sft-{variant}")
@@ -59,14 +62,17 @@ def main(argv=None):
     parser.add_argument("--data", default="data/corpus", help="made with `flexmuse make-corpus` if missing")
     parser.add_argument("--out", default="out/ablation")
     parser.add_argument("--report", default="bench/ABLATION.md")
-    parser.add_argument("--sft-steps", type=int, default=600)
+    parser.add_argument("--clip", default="out/clip", help="the CLIP pretrained on the corpus (made if missing)")
+    parser.add_argument("--sft-steps", type=int, default=1500)
     parser.add_argument("--dpo-steps", type=int, default=300)
     args = parser.parse_args(argv)
 
     began = time.perf_counter()
     if not os.path.isdir(os.path.join(args.data, "train")):
         make_corpus(args.data, articles=400, seed=0)
-    trained = train_rows(args.data, args.out, args.sft_steps, args.dpo_steps)
+    if not os.path.isfile(os.path.join(args.clip, "config.json")):
+        pretrain_clip.main(["--dataset", args.data, "--output_dir", args.clip, "--disable_tqdm", "true"])
+    trained = train_rows(args.data, args.out, args.clip, args.sft_steps, args.dpo_steps)
     test = load_articles(args.data, "test")
     evaluator = Evaluator(max_new_tokens=160)
     results, columns = {}, {"gate": [], "fusion": [], "preference": [], "train s": []}
@@ -83,7 +89,8 @@ def main(argv=None):
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     report = "\n".join([
         "# Ablation (paper Table 2) on the offline corpus", "",
-        f"- date: {stamp}; tiny preset; {args.sft_steps} SFT steps, then {args.dpo_steps} preference steps "
+        f"- date: {stamp}; tiny preset on the CLIP of {args.clip}; {args.sft_steps} SFT steps, "
+        f"then {args.dpo_steps} preference steps "
         f"(training/configs/tiny.yaml); held-out split `test` of {args.data}: {info['articles']} articles, "
         f"{info['paragraphs']} paragraphs; ROUGE F1 tokenised by {info['rouge_tokenization']}",
         f"- command: `make ablation` ({minutes:.1f} min, {torch.get_num_threads()} threads)", "",

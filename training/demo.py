@@ -39,7 +39,10 @@ def main(argv=None):
     info = next(iter(results.values())).info
     print(f"\nHeld-out split '{args.split}' of {args.data}: {info['articles']} articles, {info['paragraphs']} "
           f"paragraphs (ROUGE on {info['rouge_tokenization']})\n")
-    print(comparison_table(results))
+    print(comparison_table(results, metrics_as_rows=True))
+    for name, result in results.items():
+        print(f"{name}: msaGate σ (min, 25 %, median, 75 %, max) "
+              f"{', '.join(f'{q:.3f}' for q in result.info['gate_similarity_quartiles'])}")
     print(f"Articles (HTML + Markdown + images) in {os.path.abspath(args.out)}/")
     return results
 

@@ -1,0 +1,43 @@
+"""Contrastive pretraining of the tiny preset's CLIP on a corpus's (image, caption) pairs.
+
+    python training/pretrain_clip.py --dataset data/corpus --output_dir out/clip [--max_steps 1500 ...]
+
+The saved folder is an ordinary CLIP checkpoint; train FlexMUSE on it, frozen as in the paper, with
+`accelerate launch training/sft.py --config training/configs/tiny.yaml --encoder_name_or_path out/clip`.
+Every field of `ClipPretrainingConfig` (transformers' `TrainingArguments` with the tiny preset's
+defaults) can be set on the command line.
+"""
+
+import json
+import logging
+import os
+
+from transformers import ByT5Tokenizer, CLIPConfig, CLIPModel, HfArgumentParser, set_seed
+
+from configuration_flexmuse import FlexMuseConfig
+from flexmuse_training.args import DataArguments
+from flexmuse_training.clip_pretraining import ClipPretrainingConfig, pretrain_clip
+from flexmuse_training.data import load_articles
+
+logger = logging.getLogger("flexmuse.pretrain_clip")
+
+
+def main(argv=None):
+    data_args, args = HfArgumentParser((DataArguments, ClipPretrainingConfig)).parse_args_into_dataclasses(args=argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    set_seed(args.seed)
+    config = CLIPConfig(**FlexMuseConfig.tiny().encoder.to_dict())
+    config.vision_config.image_size = args.image_size
+    config.text_config.max_position_embeddings = args.max_caption_length
+    train = load_articles(data_args.dataset, data_args.train_split, skip_bad=data_args.skip_bad)
+    evaluation = load_articles(data_args.dataset, data_args.eval_split or "validation", skip_bad=data_args.skip_bad)
+    metrics = pretrain_clip(CLIPModel(config), ByT5Tokenizer(), args, train, evaluation)
+    with open(os.path.join(args.output_dir, "pretraining.json"), "w", encoding="utf-8") as handle:
+        json.dump({"dataset": data_args.dataset, **metrics}, handle, indent=2)
+    logger.info("held-out: %s; saved to %s", json.dumps({k: round(v, 3) for k, v in metrics.items()}),
+                args.output_dir)
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
