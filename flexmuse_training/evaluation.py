@@ -46,10 +46,6 @@ class EvaluationResult:
     metrics: dict[str, float]
     info: dict = field(default_factory=dict)
 
-    @property
-    def paragraphs(self) -> list[list[str]]:
-        return [article.paragraphs for article in self.articles]
-
     def to_markdown(self, title: str) -> str:
         """`title`, the counts and a `| metric | value |` table, plus notes on what was left out."""
         lines = [f"{title}: {self.info['articles']} articles, {self.info['paragraphs']} paragraphs."]

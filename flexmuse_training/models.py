@@ -48,7 +48,8 @@ def base_model_ids(args: ModelArguments) -> list:
     """The Hub checkpoints a new model is built from (the model card's `base_model`; a local folder
     means nothing on the Hub)."""
     components = PRESET_COMPONENTS.get(args.preset, {})
-    ids = [args.encoder_name_or_path or components.get("encoder"), args.decoder_name_or_path or components.get("decoder")]
+    ids = [args.encoder_name_or_path or components.get("encoder"),
+           args.decoder_name_or_path or components.get("decoder")]
     return [i for i in ids if i and not os.path.isdir(i)]
 
 
