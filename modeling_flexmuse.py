@@ -500,6 +500,9 @@ class FlexMuseForConditionalGeneration(FlexMusePreTrainedModel, GenerationMixin)
             memory_index (`torch.LongTensor` of shape `(num_rows,)`, *optional*): decoder row m reads
                 memory row `memory_index[m]`, so several paragraphs (mscDPO's chosen and rejected) are
                 scored against one image's memory, built once.
+            num_items_in_batch (*optional*, keyword): the label tokens of the whole accumulated batch
+                (`Trainer` passes it); the loss is then this batch's token sum divided by it, so that
+                gradient accumulation and several processes give the big batch's step.
         """
         if encoder_outputs is None:
             if (input_ids is None and topic_features is None) or (pixel_values is None and image_features is None):
@@ -527,7 +530,7 @@ class FlexMuseForConditionalGeneration(FlexMusePreTrainedModel, GenerationMixin)
             encoder_attention_mask=memory_mask,
             past_key_values=past_key_values,
             use_cache=use_cache,
-            **kwargs,
+            **{k: v for k, v in kwargs.items() if k != "num_items_in_batch"},
         )
         hidden = decoder_outputs.last_hidden_state  # (N, T, d_model)
         if getattr(self.config.decoder, "scale_decoder_outputs", False):
@@ -536,7 +539,14 @@ class FlexMuseForConditionalGeneration(FlexMusePreTrainedModel, GenerationMixin)
 
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits.float().flatten(0, 1), labels.to(logits.device).flatten(), ignore_index=-100)
+            # Trainer passes the label-token count of the whole accumulated (and gathered) batch and
+            # then neither divides by the accumulation steps nor averages over processes itself: the
+            # loss is the sum over this batch's tokens divided by that count
+            num_items_in_batch = kwargs.get("num_items_in_batch")
+            loss = F.cross_entropy(logits.float().flatten(0, 1), labels.to(logits.device).flatten(), ignore_index=-100,
+                                   reduction="mean" if num_items_in_batch is None else "sum")
+            if num_items_in_batch is not None:
+                loss = loss / torch.as_tensor(num_items_in_batch, device=loss.device)
 
         return FlexMuseSeq2SeqLMOutput(
             loss=loss,

@@ -172,3 +172,31 @@ def test_a_config_setting_unknown_to_its_stage_is_an_error(tmp_path):
     path.write_text("sft:\n  max_steps: 3\n  beta: 0.1\n")  # beta is a DPO setting
     with pytest.raises(ValueError, match="unknown settings for the sft stage"):
         parse_stage_args(SFT_ARGS, "sft", ["--config", str(path)])
+
+
+def _one_sgd_step(corpus, out, batch, accumulation):
+    """The weights after one SGD step (lr 1, no clipping) of the tiny preset on `corpus`."""
+    torch.manual_seed(0)
+    model = FlexMuseForConditionalGeneration(FlexMuseConfig.tiny())
+    args = FlexMuseSFTConfig(output_dir=str(out), per_device_train_batch_size=batch,
+                             gradient_accumulation_steps=accumulation, max_steps=1, optim="sgd", learning_rate=1.0,
+                             lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=0.0,
+                             use_cpu=True, report_to="none", disable_tqdm=True, save_strategy="no", seed=0)
+    trainer = FlexMuseSFTTrainer(model, args=args, train_dataset=load_articles(corpus, "train"),
+                                 processing_class=FlexMuseProcessor.tiny())
+    loss = trainer.train().training_loss
+    return loss, {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def test_gradient_accumulation_gives_the_big_batch_step(small_corpus, tmp_path):
+    """2 × 4 with accumulation equals one batch of 8: the loss is the mean over all the label tokens
+    of the 8 rows (`num_items_in_batch`), not a mean of per-batch means, nor k times too large."""
+    big_loss, big = _one_sgd_step(small_corpus, tmp_path / "big", 8, 1)
+    accumulated_loss, accumulated = _one_sgd_step(small_corpus, tmp_path / "accumulated", 4, 2)
+    assert accumulated_loss == pytest.approx(big_loss, abs=1e-5)
+    torch.manual_seed(0)
+    start = dict(FlexMuseForConditionalGeneration(FlexMuseConfig.tiny()).named_parameters())
+    for name, weight in big.items():
+        step_big, step_accumulated = weight - start[name].detach(), accumulated[name] - start[name].detach()
+        assert torch.allclose(step_accumulated, step_big, atol=1e-5), name
+    assert any(not torch.equal(weight, start[name]) for name, weight in big.items())  # the step moved something
