@@ -59,6 +59,33 @@ def load_articles(source: Union[str, Dataset, DatasetDict], split: str = "train"
     return load_articles(load_dataset(path, split=split), split, skip_bad)  # a Hub dataset name
 
 
+def has_split(source: Union[str, Dataset, DatasetDict], split: str) -> bool:
+    """Whether `source` holds `split` apart from its other articles: a `DatasetDict` key, a folder's
+    `<split>/metadata.jsonl`, or (its own concern) a Hub dataset. A single file, a `Dataset` or a flat
+    folder serves the same articles whatever the split asked."""
+    if isinstance(source, DatasetDict):
+        return split in source
+    if isinstance(source, Dataset):
+        return False
+    path = os.fspath(source)
+    if os.path.isdir(path):
+        return os.path.isfile(os.path.join(path, split, "metadata.jsonl"))
+    return not os.path.isfile(path)
+
+
+def load_training_splits(source, train_split: str, eval_split: str, skip_bad: bool = False):
+    """(train articles, evaluation articles or None when `eval_split` is empty). A source without a
+    separate `eval_split` is an error: its training articles would be scored as held-out ones."""
+    train = load_articles(source, train_split, skip_bad=skip_bad)
+    if not eval_split:
+        return train, None
+    if not has_split(source, eval_split):
+        raise ValueError(f"{source!r} has no separate {eval_split!r} split, so evaluating on it would score the "
+                         f"training articles: give a folder with {eval_split}/metadata.jsonl, or --eval_split '' "
+                         "to train without evaluation")
+    return train, load_articles(source, eval_split, skip_bad=skip_bad)
+
+
 def _read_jsonl(path: str) -> list[dict]:
     rows = []
     with open(path, encoding="utf-8") as handle:
@@ -209,4 +236,5 @@ def dpo_view(articles: Dataset, max_rejected: Optional[int] = None, seed: int = 
     return Dataset.from_dict(rows, features=features).cast_column("prompt_image", Image()), stats
 
 
-__all__ = ["ARTICLE_FEATURES", "BadRecordError", "dpo_view", "load_articles", "sft_view"]
+__all__ = ["ARTICLE_FEATURES", "BadRecordError", "dpo_view", "has_split", "load_articles", "load_training_splits",
+           "sft_view"]

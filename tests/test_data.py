@@ -15,7 +15,7 @@ from conftest import make_model
 from processing_flexmuse import FlexMuseProcessor
 from flexmuse_training.collator import FlexMuseCollator, FrozenFeatureCache
 from flexmuse_training.corpus import COLORS, is_offline_corpus, make_articles, base_topic, make_corpus, parse_paragraph
-from flexmuse_training.data import BadRecordError, dpo_view, load_articles, sft_view
+from flexmuse_training.data import BadRecordError, dpo_view, has_split, load_articles, sft_view
 
 
 def _image(path, color):
@@ -51,6 +51,8 @@ def test_folder_jsonl_csv_and_dataset_load_the_same_articles(folder):
         assert articles["paragraphs"] == [["红色。", "蓝色。"], ["一。", "二。", "三。"]]
         assert [len(images) for images in articles["images"]] == [2, 3]
         assert articles[1]["images"][2].getpixel((0, 0)) == (160, 0, 0)  # datasets.Image decodes to PIL
+    # none of these holds a validation split apart from its training articles
+    assert not any(has_split(source, "validation") for source in (str(path), str(jsonl), loaded[3]))
 
 
 @pytest.mark.parametrize("change, message", [

@@ -200,3 +200,15 @@ def test_gradient_accumulation_gives_the_big_batch_step(small_corpus, tmp_path):
         step_big, step_accumulated = weight - start[name].detach(), accumulated[name] - start[name].detach()
         assert torch.allclose(step_accumulated, step_big, atol=1e-5), name
     assert any(not torch.equal(weight, start[name]) for name, weight in big.items())  # the step moved something
+
+
+def test_a_source_without_the_eval_split_is_refused_and_an_empty_eval_split_turns_evaluation_off(tmp_path):
+    make_corpus(str(tmp_path / "corpus"), articles=8, seed=0, eval_articles=2)
+    flat = str(tmp_path / "corpus" / "train")  # metadata.jsonl right in the folder: no split sub-folders
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="no separate 'validation' split"):
+        sft.main(_args(flat, out, "--max_steps", "1"))
+    assert not out.exists()  # refused before a model was built or anything written
+    # the shipped config evaluates every eval_steps; an empty eval_split must switch that off
+    metrics = sft.main(_args(flat, out, "--max_steps", "2", "--eval_split", "", "--save_strategy", "no"))
+    assert metrics["train_loss"] > 0 and not any(key.startswith("eval_") for key in metrics)

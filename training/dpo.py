@@ -13,11 +13,11 @@ import os
 import shutil
 from dataclasses import asdict
 
-from transformers import set_seed
+from transformers import IntervalStrategy, set_seed
 
 from flexmuse_training.args import DataArguments, ModelArguments, parse_stage_args
 from flexmuse_training.corpus import is_offline_corpus
-from flexmuse_training.data import load_articles
+from flexmuse_training.data import load_training_splits
 from flexmuse_training.dpo_config import MscDPOConfig
 from flexmuse_training.dpo_trainer import ROWS_DIR, MscDPOTrainer, sampled_rejected_rows
 from flexmuse_training.hub import base_models_of, save_run
@@ -33,11 +33,13 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO if config.should_log else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     set_seed(config.seed)
-    model, processor = load_model_and_processor(model_args)
-    train = load_articles(data_args.dataset, data_args.train_split, skip_bad=data_args.skip_bad)
-    evaluation = load_articles(data_args.dataset, data_args.eval_split, skip_bad=data_args.skip_bad) \
-        if data_args.eval_split else None
+    # the data first: a wrong path or split is reported before a model is built
+    train, evaluation = load_training_splits(data_args.dataset, data_args.train_split, data_args.eval_split,
+                                             data_args.skip_bad)
+    if evaluation is None:  # an empty eval_split turns evaluation off, whatever the config's strategy
+        config.eval_strategy, config.do_eval = IntervalStrategy.NO, False
     lang = train[0]["lang"] or "zh"
+    model, processor = load_model_and_processor(model_args)
     if config.rejected_source == "sample":
         config.max_rejected = 1
         train = sampled_rejected_rows(model.eval(), processor, train, config.seed, config.sample_max_new_tokens)

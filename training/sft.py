@@ -10,11 +10,11 @@ overridden on the command line.
 import logging
 from dataclasses import asdict
 
-from transformers import set_seed
+from transformers import IntervalStrategy, set_seed
 
 from flexmuse_training.args import DataArguments, ModelArguments, parse_stage_args
 from flexmuse_training.corpus import is_offline_corpus
-from flexmuse_training.data import load_articles
+from flexmuse_training.data import load_training_splits
 from flexmuse_training.hub import base_models_of, declare_pipeline, save_run
 from flexmuse_training.models import base_model_ids, load_model_and_processor, lora_config
 from flexmuse_training.sft_config import FlexMuseSFTConfig
@@ -30,12 +30,14 @@ def main(argv=None):
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     set_seed(training_args.seed)
 
+    # the data first: a wrong path or split is reported before a model is built
+    train, evaluation = load_training_splits(data_args.dataset, data_args.train_split, data_args.eval_split,
+                                             data_args.skip_bad)
+    if evaluation is None:  # an empty eval_split turns evaluation off, whatever the config's strategy
+        training_args.eval_strategy, training_args.do_eval = IntervalStrategy.NO, False
+    lang = train[0]["lang"] or "zh"
     model, processor = load_model_and_processor(model_args)
     declare_pipeline(model)
-    train = load_articles(data_args.dataset, data_args.train_split, skip_bad=data_args.skip_bad)
-    evaluation = load_articles(data_args.dataset, data_args.eval_split, skip_bad=data_args.skip_bad) \
-        if data_args.eval_split else None
-    lang = train[0]["lang"] or "zh"
     if model_args.use_lora:
         from peft import get_peft_model
 
