@@ -16,6 +16,7 @@ from typing import Any, Optional, Union
 
 from datasets import Dataset, DatasetDict, Features, Image, List, Value, load_dataset
 from PIL import Image as PILImage
+from transformers import IntervalStrategy
 
 logger = logging.getLogger(__name__)
 
@@ -73,17 +74,21 @@ def has_split(source: Union[str, Dataset, DatasetDict], split: str) -> bool:
     return not os.path.isfile(path)
 
 
-def load_training_splits(source, train_split: str, eval_split: str, skip_bad: bool = False):
-    """(train articles, evaluation articles or None when `eval_split` is empty). A source without a
-    separate `eval_split` is an error: its training articles would be scored as held-out ones."""
-    train = load_articles(source, train_split, skip_bad=skip_bad)
-    if not eval_split:
+def load_training_splits(data_args, training_args):
+    """The train and evaluation articles of `data_args` (a `DataArguments`); evaluation is None when
+    `eval_split` is empty, and then `training_args` evaluates nothing, whatever its strategy said. A
+    source without a separate `eval_split` is an error: its training articles would be scored as
+    held-out ones."""
+    train = load_articles(data_args.dataset, data_args.train_split, skip_bad=data_args.skip_bad)
+    if not data_args.eval_split:
+        training_args.eval_strategy, training_args.do_eval = IntervalStrategy.NO, False
         return train, None
-    if not has_split(source, eval_split):
-        raise ValueError(f"{source!r} has no separate {eval_split!r} split, so evaluating on it would score the "
-                         f"training articles: give a folder with {eval_split}/metadata.jsonl, or --eval_split '' "
-                         "to train without evaluation")
-    return train, load_articles(source, eval_split, skip_bad=skip_bad)
+    if not has_split(data_args.dataset, data_args.eval_split):
+        split = data_args.eval_split
+        raise ValueError(f"{data_args.dataset!r} has no separate {split!r} split, so evaluating on it would score "
+                         f"the training articles: give a folder with {split}/metadata.jsonl, or --eval_split '' to "
+                         "train without evaluation")
+    return train, load_articles(data_args.dataset, data_args.eval_split, skip_bad=data_args.skip_bad)
 
 
 def _read_jsonl(path: str) -> list[dict]:

@@ -10,7 +10,7 @@ overridden on the command line.
 import logging
 from dataclasses import asdict
 
-from transformers import IntervalStrategy, set_seed
+from transformers import set_seed
 
 from flexmuse_training.args import DataArguments, ModelArguments, parse_stage_args
 from flexmuse_training.corpus import is_offline_corpus
@@ -31,10 +31,7 @@ def main(argv=None):
     set_seed(training_args.seed)
 
     # the data first: a wrong path or split is reported before a model is built
-    train, evaluation = load_training_splits(data_args.dataset, data_args.train_split, data_args.eval_split,
-                                             data_args.skip_bad)
-    if evaluation is None:  # an empty eval_split turns evaluation off, whatever the config's strategy
-        training_args.eval_strategy, training_args.do_eval = IntervalStrategy.NO, False
+    train, evaluation = load_training_splits(data_args, training_args)
     lang = train[0]["lang"] or "zh"
     model, processor = load_model_and_processor(model_args)
     declare_pipeline(model)
