@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 
 import torch
 from datasets import Dataset, Features, Image, List, Value
-from transformers import CLIPImageProcessor, CLIPModel, Trainer, TrainingArguments
+from transformers import CLIPModel, Trainer, TrainingArguments
 
 from images_flexmuse import load_image
+from processing_flexmuse import FlexMuseProcessor
 
 from .corpus import ATTRIBUTE_VALUES, describe
 
@@ -54,9 +55,6 @@ class ClipPretrainingConfig(TrainingArguments):
     remove_unused_columns: bool = False  # the collator reads the image and caption columns
 
 
-ATTRIBUTES = ("color", "shape", "position")
-
-
 def caption_pairs(articles: Dataset) -> Dataset:
     """One row per image: `image`, its `caption` (the article's `captions`, else its paragraphs) and
     `views`: the caption and, where the image's attributes are recorded, their caption alone."""
@@ -78,7 +76,7 @@ def caption_pairs(articles: Dataset) -> Dataset:
 
     raw = articles.cast_column("images", List(Image(decode=False)))  # no decoding and re-encoding
     features = Features({"image": Image(decode=False), "caption": Value("string"), "views": List(Value("string")),
-                         "attributes": {a: Value("string") for a in ATTRIBUTES}, "lang": Value("string")})
+                         "attributes": {a: Value("string") for a in ATTRIBUTE_VALUES}, "lang": Value("string")})
     pairs = raw.map(explode, batched=True, remove_columns=raw.column_names, features=features)
     return pairs.cast_column("image", Image())
 
@@ -155,15 +153,12 @@ def image_to_caption_recall(model: CLIPModel, collator: CaptionCollator, pairs: 
     return sum(captions[b] == caption for b, caption in zip(best.tolist(), pairs["caption"])) / len(pairs)
 
 
-def tiny_image_processor(image_size: int) -> CLIPImageProcessor:
-    return CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
-
-
 def pretrain_clip(model: CLIPModel, tokenizer, args: ClipPretrainingConfig, train: Dataset,
                   evaluation: Dataset) -> dict:
     """Train `model` contrastively on the articles `train`, save it with its image processor and
     tokenizer to `args.output_dir`, and return the held-out recall@1 before and after."""
-    collator = CaptionCollator(tiny_image_processor(args.image_size), tokenizer, args.max_caption_length,
+    image_processor = FlexMuseProcessor.tiny(args.image_size).image_processor  # the one the tiny preset uses
+    collator = CaptionCollator(image_processor, tokenizer, args.max_caption_length,
                                args.whole_caption_share)
     held_out = caption_pairs(evaluation)
     before = image_to_caption_recall(model, collator, held_out)
