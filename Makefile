@@ -46,6 +46,7 @@ bench: install
 	HF_HUB_OFFLINE=1 $(PY) bench/bench_generate.py
 	HF_HUB_OFFLINE=1 $(PY) bench/bench_dpo.py
 	HF_HUB_OFFLINE=1 $(PY) bench/bench_train.py
+	HF_HUB_OFFLINE=1 $(PY) bench/bench_feature_store.py
 	HF_HUB_OFFLINE=1 $(PY) bench/bench_memory.py
 	HF_HUB_OFFLINE=1 $(PY) bench/bench_pipeline.py
 

@@ -5,7 +5,6 @@ Base-size model with random weights (no download). Every paragraph is forced to 
 """
 
 import argparse
-import os
 
 import torch
 from transformers import T5ForConditionalGeneration

@@ -9,7 +9,6 @@ table shows what the stages leave out (seeding, image conversion).
 """
 
 import argparse
-import os
 import statistics
 import time
 from collections import defaultdict

@@ -11,7 +11,6 @@ import io
 import json
 import logging
 import os
-import random
 from typing import Any, Optional, Union
 
 from datasets import Dataset, DatasetDict, Features, Image, List, Value, load_dataset
@@ -208,37 +207,41 @@ def sft_view(articles: Dataset) -> Dataset:
     return rows.cast_column("image", Image())
 
 
-def dpo_view(articles: Dataset, max_rejected: Optional[int] = None, seed: int = 0) -> tuple[Dataset, dict]:
+def dpo_view(articles: Dataset) -> tuple[Dataset, dict]:
     """One row per chunk: prompt (topic, image i), chosen = paragraph i, rejected = every other
-    paragraph of the article (identical or empty ones dropped; `max_rejected` subsamples, seeded).
-    Articles with one chunk have no rejected and are skipped; the counts come back as stats.
-    The image column is `prompt_image`: TRL's DPOTrainer takes an `image` column for a chat VLM's."""
-    rng = random.Random(seed)
-    rows = {"article": [], "chunk": [], "topic": [], "prompt_image": [], "chosen": [], "rejected": []}
+    paragraph of the article, as the paper (identical or empty ones dropped; the trainer's
+    `max_rejected` can cap them per batch). Articles with one chunk have no rejected and are
+    skipped; the counts come back as stats. Built by `Dataset.map`, so rows of an on-disk dataset
+    stay on disk. The image column is `prompt_image`: TRL's DPOTrainer takes an `image` column for
+    a chat VLM's."""
     stats = {"articles": len(articles), "one_chunk_skipped": 0, "rows": 0, "dropped_rejected": 0}
-    raw = articles.cast_column("images", List(Image(decode=False)))
-    for article, record in enumerate(raw):
-        paragraphs = record["paragraphs"]
-        if len(paragraphs) < 2:
-            stats["one_chunk_skipped"] += 1
-            continue
-        for chunk, (image, chosen) in enumerate(zip(record["images"], paragraphs)):
-            others = [p for j, p in enumerate(paragraphs) if j != chunk]
-            rejected = list(dict.fromkeys(p.strip() for p in others if p.strip() and p.strip() != chosen.strip()))
-            stats["dropped_rejected"] += len(others) - len(rejected)
-            if not rejected:
+
+    def explode(batch, indices):
+        rows = {"article": [], "chunk": [], "topic": [], "prompt_image": [], "chosen": [], "rejected": []}
+        for article, topic, images, paragraphs in zip(indices, batch["topic"], batch["images"], batch["paragraphs"]):
+            if len(paragraphs) < 2:
+                stats["one_chunk_skipped"] += 1
                 continue
-            if max_rejected is not None and len(rejected) > max_rejected:
-                rejected = rng.sample(rejected, max_rejected)
-            for key, value in zip(rows, (article, chunk, record["topic"], image, chosen, rejected)):
-                rows[key].append(value)
-    stats["rows"] = len(rows["chosen"])
-    if stats["one_chunk_skipped"]:
-        logger.info("mscDPO view: skipped %d one-chunk article(s) (no rejected paragraph)", stats["one_chunk_skipped"])
+            for chunk, (image, chosen) in enumerate(zip(images, paragraphs)):
+                others = [p for j, p in enumerate(paragraphs) if j != chunk]
+                rejected = list(dict.fromkeys(p.strip() for p in others if p.strip() and p.strip() != chosen.strip()))
+                stats["dropped_rejected"] += len(others) - len(rejected)
+                if rejected:
+                    for key, value in zip(rows, (article, chunk, topic, image, chosen, rejected)):
+                        rows[key].append(value)
+        return rows
+
+    raw = articles.cast_column("images", List(Image(decode=False)))
     features = Features({"article": Value("int64"), "chunk": Value("int64"), "topic": Value("string"),
                          "prompt_image": Image(decode=False), "chosen": Value("string"),
                          "rejected": List(Value("string"))})
-    return Dataset.from_dict(rows, features=features).cast_column("prompt_image", Image()), stats
+    # the counts come from the function itself, so it must run (no reuse of a cached result)
+    rows = raw.map(explode, batched=True, with_indices=True, remove_columns=raw.column_names, features=features,
+                   load_from_cache_file=False)
+    stats["rows"] = len(rows)
+    if stats["one_chunk_skipped"]:
+        logger.info("mscDPO view: skipped %d one-chunk article(s) (no rejected paragraph)", stats["one_chunk_skipped"])
+    return rows.cast_column("prompt_image", Image()), stats
 
 
 __all__ = ["ARTICLE_FEATURES", "BadRecordError", "dpo_view", "has_split", "load_articles", "load_training_splits",

@@ -1,37 +1,42 @@
 """`MscDPOConfig`: TRL's `DPOConfig` plus the settings of mscDPO (paper §3.4)."""
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 from trl import DPOConfig
+
+from .trainer_args import FlexMuseTrainerArguments
 
 LOSS_TYPES = ("sigmoid", "softmax", "sft")
 
 
 @dataclass
-class MscDPOConfig(DPOConfig):
+class MscDPOConfig(FlexMuseTrainerArguments, DPOConfig):
     r"""
-    `DPOConfig` plus the mscDPO settings. `loss_type` lists `sigmoid` (mean of the DPO pair losses of
-    a chosen against each of its rejected), `softmax` (one chosen against all its rejected at once,
-    S-DPO) and `sft` (the chosen paragraph's per-token NLL, which keeps the writing fluent while the
+    `DPOConfig` plus [`FlexMuseTrainerArguments`] and the mscDPO settings. `loss_type` lists
+    `sigmoid` (mean of the DPO pair losses of a chosen against each of its rejected), `softmax` (one
+    chosen against all its rejected at once, S-DPO) and `sft` (the chosen paragraph's per-token NLL, which keeps the writing fluent while the
     preference terms push the rejected down), weighted by `loss_weights`; `beta`,
     `precompute_ref_log_probs` and the rest keep their TRL meaning.
     """
 
-    max_rejected: int = field(default=3, metadata={"help": "rejected paragraphs per prompt (K); longer articles "
-                                                           "are subsampled (seeded). 1 = standard DPO"})
+    max_rejected: Optional[int] = field(default=None, metadata={
+        "help": "rejected paragraphs per prompt; default: every other paragraph of the article, as the paper. "
+                "A cap K draws K of them afresh for every batch (so each epoch sees others); 1 = standard DPO"})
     msc_mode: str = field(default="grouped", metadata={
         "help": "grouped: memory and chosen log-prob once per prompt, all its rejected in the same forward; "
                 "pairs: the naive expansion, one (prompt, chosen, rejected) row per pair (same objective)"})
     rejected_source: str = field(default="article", metadata={
         "help": "article: other paragraphs of the article; sample: the starting model's own sample for the "
                 "prompt (standard DPO ablation, one rejected)"})
-    gate_seed: int = field(default=0, metadata={"help": "seeds each example's msaGate u (same in policy and reference)"})
+    gate_seed: int = field(default=0, metadata={
+        "help": "seeds each example's msaGate u in evaluation (training draws u afresh each step; the reference "
+                "replays the policy's decision)"})
     sample_max_new_tokens: int = field(default=128, metadata={"help": "rejected_source=sample: sample length"})
-    feature_cache: bool = field(default=True, metadata={"help": "frozen encoder: compute CLIP features once"})
-    eval_articles: int = field(default=8, metadata={"help": "validation articles written and scored at evaluation"})
-    eval_max_new_tokens: int = field(default=128, metadata={"help": "paragraph length limit of those articles"})
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "the tiny and base writers fit without"})
-    remove_unused_columns: bool = False
+    # TRL turns checkpointing on by default; the tiny and base writers fit without it
+    gradient_checkpointing: Optional[bool] = None
+    activation_checkpointing: Optional[bool] = field(default=False, metadata={
+        "help": "recompute activations in the backward pass (the tiny and base writers fit without)"})
 
     def __post_init__(self):
         types = [self.loss_type] if isinstance(self.loss_type, str) else self.loss_type
@@ -42,7 +47,7 @@ class MscDPOConfig(DPOConfig):
             raise ValueError(f"msc_mode must be 'grouped' or 'pairs', got {self.msc_mode!r}")
         if self.rejected_source not in ("article", "sample"):
             raise ValueError(f"rejected_source must be 'article' or 'sample', got {self.rejected_source!r}")
-        if self.max_rejected < 1:
+        if self.max_rejected is not None and self.max_rejected < 1:
             raise ValueError(f"max_rejected must be at least 1, got {self.max_rejected}")
         super().__post_init__()
 

@@ -30,7 +30,7 @@ from modeling_flexmuse import sequence_log_probs
 from processing_flexmuse import FlexMuseProcessor
 from writing_flexmuse import write_articles
 
-from .collator import FrozenFeatureCache, MscDPOCollator
+from .collator import MscDPOCollator
 from .data import dpo_view, sft_view
 from .dpo_config import LOSS_TYPES, MscDPOConfig
 from .trainer_utils import FlexMuseTrainerMixin
@@ -57,6 +57,12 @@ def msc_dpo_loss(chosen_logratios: torch.Tensor, rejected_logratios: torch.Tenso
         negatives = (-delta).masked_fill(~rejected_mask, float("-inf"))
         return -F.logsigmoid(-torch.logsumexp(negatives, dim=1)).mean()
     raise ValueError(f"unknown loss_type {loss_type!r}; choose one of {LOSS_TYPES}")
+
+
+def longest_rejected(rows: Dataset) -> int:
+    """The most rejected paragraphs any row holds (read column-wise, without decoding images)."""
+    return max((len(rejected) for batch in rows.select_columns(["rejected"]).iter(1024)
+                for rejected in batch["rejected"]), default=1)
 
 
 def pair_rows(rows: Dataset) -> Dataset:
@@ -108,14 +114,14 @@ class MscDPOTrainer(FlexMuseTrainerMixin, DPOTrainer):
         if ref_model is not None:
             ref_model.requires_grad_(False).eval()
         self._flexmuse = model.get_base_model() if is_peft_model(model) else model
-        cache = FrozenFeatureCache(self._flexmuse) if args.feature_cache and not self._flexmuse.encoder_trainable \
-            else None
-        collator = MscDPOCollator(processing_class, cache, args.max_rejected, args.gate_seed)
+        keys = self._feature_store(model, args)
         if eval_dataset is not None and "paragraphs" in eval_dataset.column_names:  # articles, not rows
             self._writing_evaluation(eval_dataset, args.eval_articles, args.eval_max_new_tokens)
         train_dataset = self._prepare_dataset(train_dataset, processing_class, args, "train")
         if eval_dataset is not None:
             eval_dataset = self._prepare_dataset(eval_dataset, processing_class, args, "eval")
+        slots = max(longest_rejected(d) for d in (train_dataset, eval_dataset) if d is not None)
+        collator = MscDPOCollator(processing_class, keys, args.max_rejected, args.gate_seed, slots)
         super().__init__(model, ref_model=ref_model, args=args, data_collator=collator, train_dataset=train_dataset,
                          eval_dataset=eval_dataset, processing_class=processing_class, peft_config=peft_config,
                          callbacks=callbacks)
@@ -128,7 +134,7 @@ class MscDPOTrainer(FlexMuseTrainerMixin, DPOTrainer):
         if dataset is None or "chosen" not in dataset.column_names:
             if dataset is None:
                 raise ValueError("MscDPOTrainer needs a train_dataset")
-            dataset, stats = dpo_view(dataset, max_rejected=args.max_rejected, seed=args.seed)
+            dataset, stats = dpo_view(dataset)
             logger.info("%s: %d prompts from %d articles (%d one-chunk skipped, %d duplicate/empty rejected dropped)",
                         dataset_name, stats["rows"], stats["articles"], stats["one_chunk_skipped"],
                         stats["dropped_rejected"])
@@ -155,32 +161,58 @@ class MscDPOTrainer(FlexMuseTrainerMixin, DPOTrainer):
         return contextlib.nullcontext()
 
     def _grouped_log_probs(self, model, inputs, gate_keep=None):
-        """Chosen (B,) and rejected (B, K) log-probs: the memory of each prompt built once, the
-        chosen and all rejected paragraphs decoded against it in one forward. Also the gate decisions."""
+        """Chosen (B,) and rejected (B, slots) log-probs: the memory of each prompt built once, the
+        chosen and all rejected paragraphs decoded against it in one forward. Also the gate
+        decisions: drawn afresh in training (u redrawn at every step), from the rows' fixed u in
+        evaluation, or `gate_keep` replayed. `inputs` have been through `_frozen_features`."""
         chosen_labels, rejected_labels = inputs["chosen_labels"], inputs["rejected_labels"]
         batch, length = chosen_labels.shape[0], max(chosen_labels.shape[1], rejected_labels.shape[1])
         labels = torch.cat([F.pad(chosen_labels, (0, length - chosen_labels.shape[1]), value=-100),
                             F.pad(rejected_labels, (0, length - rejected_labels.shape[1]), value=-100)])
         rows = torch.cat([torch.arange(batch, device=labels.device), inputs["rejected_index"]])
         prompt = {key: inputs[key] for key in PROMPT_KEYS if key in inputs}
-        outputs = model(**prompt, gate_u=inputs["gate_u"], gate_keep=gate_keep, memory_index=rows, use_cache=False,
+        gate_u = None if self.model.training else inputs["gate_u"]
+        outputs = model(**prompt, gate_u=gate_u, gate_keep=gate_keep, memory_index=rows, use_cache=False,
                         decoder_input_ids=self._flexmuse.shift_right(labels))
         logps = sequence_log_probs(outputs.logits, labels)  # (B + R,)
-        rejected = logps.new_zeros(batch, self.args.max_rejected)
+        rejected = logps.new_zeros(batch, self.data_collator.slots)
         rejected = rejected.index_put((inputs["rejected_index"], inputs["rejected_slot"]), logps[batch:])
         return logps[:batch], rejected, outputs.gate_keep
 
+    def _precompute_ref_logps(self, dataset, name, batch_size):
+        # every rejected paragraph of each row, whatever the cap: the cap picks other ones each epoch
+        cap, self.data_collator.max_rejected = self.data_collator.max_rejected, None
+        try:
+            return super()._precompute_ref_logps(dataset, name, batch_size)
+        finally:
+            self.data_collator.max_rejected = cap
+
     def compute_ref_log_probs(self, model, inputs):
-        """Reference log-probs of one batch: (B,) chosen and (B, max_rejected) rejected, 0 in empty slots."""
+        """Reference log-probs of one batch for both msaGate decisions, since training draws the
+        policy's decision afresh each step: chosen (B, 2) and rejected (B, 2, slots), index 0 with
+        the topic masked and 1 with it kept; 0 in empty slots."""
+        inputs, batch = self._frozen_features(inputs), inputs["chosen_labels"].shape[0]
+        config = self._flexmuse.config
+        sampled = config.use_gate and config.gate_mode == "sample"
+        decisions = (False, True) if sampled else (None,)  # a fixed gate: one pass serves both
+        states = []
         with torch.no_grad(), self._reference_context(), self.accelerator.autocast():
-            chosen, rejected, _ = self._grouped_log_probs(model, inputs)
-        return chosen, rejected
+            for keep in decisions:
+                gate_keep = None if keep is None else torch.full((batch,), keep,
+                                                                 device=inputs["chosen_labels"].device)
+                states.append(self._grouped_log_probs(model, inputs, gate_keep)[:2])
+        if not sampled:
+            states = states * 2
+        return torch.stack([c for c, _ in states], 1), torch.stack([r for _, r in states], 1)
 
     def _compute_loss(self, model, inputs, return_outputs):
         mode = "train" if self.model.training else "eval"
+        inputs = self._frozen_features(inputs)
         chosen, rejected, gate_keep = self._grouped_log_probs(model, inputs)
         if self.precompute_ref_logps:
-            ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+            rows, state = torch.arange(chosen.shape[0], device=chosen.device), gate_keep.long()
+            ref_chosen = inputs["ref_chosen_logps"][rows, state]
+            ref_rejected = inputs["ref_rejected_logps"][rows, state]
         else:
             with torch.no_grad(), self._reference_context():
                 # the reference replays the policy's gate decisions, or the log-ratio would measure gate noise
@@ -218,4 +250,4 @@ class MscDPOTrainer(FlexMuseTrainerMixin, DPOTrainer):
         """The model card is README.md rendered from the package's template when the run ends (hub.py)."""
 
 
-__all__ = ["MscDPOTrainer", "msc_dpo_loss", "pair_rows", "sampled_rejected_rows"]
+__all__ = ["MscDPOTrainer", "longest_rejected", "msc_dpo_loss", "pair_rows", "sampled_rejected_rows"]

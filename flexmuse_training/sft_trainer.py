@@ -3,13 +3,12 @@ given (T, V_i), on transformers' `Trainer`."""
 
 from typing import Optional
 
-from accelerate.utils import is_peft_model
 from datasets import Dataset
 from transformers import Trainer
 
 from processing_flexmuse import FlexMuseProcessor
 
-from .collator import FlexMuseCollator, FrozenFeatureCache
+from .collator import FlexMuseCollator
 from .data import sft_view
 from .sft_config import FlexMuseSFTConfig
 from .trainer_utils import FlexMuseTrainerMixin
@@ -26,13 +25,15 @@ class FlexMuseSFTTrainer(FlexMuseTrainerMixin, Trainer):
         args = args or FlexMuseSFTConfig(output_dir="flexmuse-sft")
         if not isinstance(processing_class, FlexMuseProcessor):
             raise ValueError("FlexMuseSFTTrainer needs the model's FlexMuseProcessor as processing_class")
-        flexmuse = model.get_base_model() if is_peft_model(model) else model
-        cache = FrozenFeatureCache(flexmuse) if args.feature_cache and not flexmuse.encoder_trainable else None
+        keys = self._feature_store(model, args)
         self._writing_evaluation(eval_dataset, args.eval_articles, args.eval_max_new_tokens)
-        super().__init__(model=model, args=args, data_collator=FlexMuseCollator(processing_class, cache),
+        super().__init__(model=model, args=args, data_collator=FlexMuseCollator(processing_class, keys),
                          train_dataset=None if train_dataset is None else sft_view(train_dataset),
                          eval_dataset=None if eval_dataset is None else sft_view(eval_dataset),
                          processing_class=processing_class, **kwargs)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        return super().compute_loss(model, self._frozen_features(inputs), return_outputs, num_items_in_batch)
 
 
 __all__ = ["FlexMuseSFTTrainer"]

@@ -54,6 +54,20 @@ def make_model(seed=0, **config_kwargs):
     return FlexMuseForConditionalGeneration(FlexMuseConfig.tiny(**config_kwargs)).eval()
 
 
+def corpus_fixture(articles: int, seed: int, eval_articles: int):
+    """A module-scoped fixture: the path of an offline corpus made once for the test module."""
+
+    @pytest.fixture(scope="module")
+    def corpus(tmp_path_factory):
+        from flexmuse_training.corpus import make_corpus
+
+        path = tmp_path_factory.mktemp("corpus")
+        make_corpus(str(path), articles=articles, seed=seed, eval_articles=eval_articles)
+        return str(path)
+
+    return corpus
+
+
 @pytest.fixture
 def tiny_model():
     return make_model()

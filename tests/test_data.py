@@ -1,5 +1,5 @@
-"""ArtMUSE data: loaders, validation of bad records, the SFT and mscDPO views, the collator, the
-feature cache and the offline corpus."""
+"""ArtMUSE data: loaders, validation of bad records, the SFT and mscDPO views, the collators and the
+offline corpus."""
 
 import csv
 import json
@@ -7,13 +7,11 @@ import logging
 import os
 
 import pytest
-import torch
 from datasets import Dataset
 from PIL import Image
 
-from conftest import make_model
 from processing_flexmuse import FlexMuseProcessor
-from flexmuse_training.collator import FlexMuseCollator, FrozenFeatureCache
+from flexmuse_training.collator import FlexMuseCollator, MscDPOCollator
 from flexmuse_training.corpus import COLORS, is_offline_corpus, make_articles, base_topic, make_corpus, parse_paragraph
 from flexmuse_training.data import BadRecordError, dpo_view, has_split, load_articles, sft_view
 
@@ -95,9 +93,27 @@ def test_dpo_view_rejects_the_other_paragraphs_of_the_article(tmp_path):
     # "a" and "a " are one paragraph: never rejected for each other, never twice
     assert view["rejected"] == [["b", "c"], ["a", "c"], ["b", "c"], ["a", "b"]]
     assert stats["dropped_rejected"] == 4
-    capped, _ = dpo_view(articles, max_rejected=1, seed=3)
-    assert all(len(r) == 1 and r[0] in full for r, full in zip(capped["rejected"], view["rejected"]))
-    assert capped["rejected"] == dpo_view(articles, max_rejected=1, seed=3)[0]["rejected"]
+
+
+def test_a_rejected_cap_draws_other_paragraphs_at_every_batch(tmp_path):
+    image = _image(tmp_path / "a.png", (0, 0, 0))
+    paragraphs = ["one", "two", "three", "four", "five"]
+    rows = list(dpo_view(load_articles(Dataset.from_list(
+        [{"topic": "t", "images": [str(tmp_path / image)] * 5, "paragraphs": paragraphs}])))[0])
+    processor = FlexMuseProcessor.tiny()
+    full = MscDPOCollator(processor, slots=4)(rows)
+    assert full["rejected_index"].tolist() == [n for n in range(5) for _ in range(4)]  # all others, as the paper
+    collator, seen = MscDPOCollator(processor, max_rejected=1, slots=4), set()
+    for _ in range(20):
+        batch = collator(rows)
+        assert batch["rejected_index"].tolist() == list(range(5))  # one per row
+        for row, slot, labels in zip(batch["rejected_index"], batch["rejected_slot"], batch["rejected_labels"]):
+            text = processor.tokenizer.decode(labels[labels != -100], skip_special_tokens=True)
+            assert text == rows[row]["rejected"][slot]  # the slot names the paragraph it holds
+        seen.add(tuple(batch["rejected_slot"].tolist()))
+    assert len(seen) > 1  # drawn afresh, not fixed when the rows were built
+    with pytest.raises(ValueError, match="slots=3"):
+        MscDPOCollator(processor, slots=3)(rows)
 
 
 def test_collator_labels_padding_is_ignored_and_topics_are_shared(folder):
@@ -111,24 +127,6 @@ def test_collator_labels_padding_is_ignored_and_topics_are_shared(folder):
         ids = processor.tokenizer(row["paragraph"])["input_ids"]
         assert label[: len(ids)].tolist() == ids
         assert (label[len(ids):] == -100).all()
-
-
-def test_feature_cache_gives_the_recomputed_loss_and_encodes_each_image_once(tmp_path):
-    make_corpus(str(tmp_path), articles=6, seed=0, eval_articles=2)
-    rows = list(sft_view(load_articles(str(tmp_path), "train")))
-    model, processor = make_model(), FlexMuseProcessor.tiny()
-    cache = FrozenFeatureCache(model)
-    with torch.no_grad():
-        for epoch in range(2):
-            for start in range(0, len(rows), 4):
-                part = rows[start: start + 4]
-                fresh = model(**FlexMuseCollator(processor)(part), gate_mode="open").loss
-                cached = model(**FlexMuseCollator(processor, cache)(part), gate_mode="open").loss
-                assert torch.allclose(fresh, cached, atol=1e-6), (epoch, start)
-            assert cache.computed == len(rows)  # flat after the first epoch
-    model.set_encoder_trainable(True)
-    with pytest.raises(ValueError, match="frozen encoder"):
-        FrozenFeatureCache(model)
 
 
 def test_offline_corpus_is_deterministic_and_text_follows_the_image(tmp_path):

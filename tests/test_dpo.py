@@ -85,6 +85,8 @@ def test_grouped_loss_and_gradients_equal_the_naive_pairs(articles, tmp_path):
     grouped = _trainer(tmp_path / "g", articles)
     pairs = _trainer(tmp_path / "p", articles, msc_mode="pairs")
     _perturb(grouped), _perturb(pairs)
+    # evaluation's fixed u per example: both layouts see the same gate decisions (training draws afresh)
+    grouped.model.eval(), pairs.model.eval()
     rows = list(grouped.train_dataset.select(range(6)))
     pair_rows = [dict(row, rejected=[r]) for row in rows for r in row["rejected"]]
     assert len(pair_rows) > len(rows)  # several rejected per prompt
@@ -99,34 +101,55 @@ def test_grouped_loss_and_gradients_equal_the_naive_pairs(articles, tmp_path):
         assert torch.allclose(grads[name], naive_grads[name], atol=1e-5), name
 
 
-def test_reference_gives_log_two_before_training_and_replays_the_gate(articles, tmp_path):
+def test_reference_gives_log_two_and_replays_a_gate_drawn_afresh_each_step(articles, tmp_path):
     # random tiny features have small sigma: narrow U(low, high) so both decisions occur
     trainer = _trainer(tmp_path, articles, gate_seed=5, model_kwargs={"gate_low": 0.0, "gate_high": 0.05})
     batch = trainer.data_collator(list(trainer.train_dataset.select(range(8))))
     with torch.no_grad():
         loss = trainer.compute_loss(trainer.model, batch)
-    assert loss.item() == pytest.approx(math.log(2), abs=1e-6)  # policy == reference copy
-    keep = trainer._grouped_log_probs(trainer.model, batch)[2]
-    assert 0 < keep.sum() < len(keep)  # a batch with both gate decisions
-    again = trainer._grouped_log_probs(trainer.ref_model, batch)[2]
-    assert torch.equal(keep, again)  # the example's u fixes its decision in every forward
+        assert loss.item() == pytest.approx(math.log(2), abs=1e-6)  # policy == reference, which replays the gate
+        draws = [trainer._grouped_log_probs(trainer.model, batch)[2] for _ in range(6)]  # training mode
+        assert any(not torch.equal(draws[0], keep) for keep in draws[1:])  # u redrawn at every step
+        assert all(0 < keep.sum() < len(keep) for keep in draws[:1])  # a batch with both gate decisions
+        replayed = trainer._grouped_log_probs(trainer.ref_model, batch, draws[0])[2]
+        assert torch.equal(replayed, draws[0])
+        trainer.model.eval()  # evaluation: the rows' fixed u, so eval losses compare across steps
+        fixed = [trainer._grouped_log_probs(trainer.model, batch)[2] for _ in range(3)]
+        assert all(torch.equal(fixed[0], keep) for keep in fixed)
 
 
-def test_precomputed_reference_log_probs_equal_the_on_the_fly_ones(articles, tmp_path):
-    trainer = _trainer(tmp_path / "pre", articles, precompute_ref_log_probs=True, per_device_train_batch_size=5)
+def test_precomputed_reference_log_probs_hold_both_gate_decisions(articles, tmp_path):
+    kwargs = {"model_kwargs": {"gate_low": 0.0, "gate_high": 0.05}, "per_device_train_batch_size": 5}
+    trainer = _trainer(tmp_path / "pre", articles, precompute_ref_log_probs=True, **kwargs)
     rows = trainer.train_dataset
     assert trainer.ref_model is None and {"ref_chosen_logps", "ref_rejected_logps"} <= set(rows.column_names)
-    reference = make_model(0).eval()  # the same weights as the policy before training
+    reference = make_model(0, gate_low=0.0, gate_high=0.05).eval()  # the policy's weights before training
     collator = trainer.data_collator
+    assert collator.slots == max(map(len, rows["rejected"])) == 3  # every other paragraph of 4-image articles
     for start in range(0, len(rows), 7):
-        part = [{k: v for k, v in row.items() if not k.startswith("ref_")}
-                for row in rows.select(range(start, min(start + 7, len(rows))))]
-        chosen, rejected = trainer.compute_ref_log_probs(reference, collator(part))
-        stored = rows.select(range(start, start + len(part)))
-        assert torch.allclose(chosen, torch.tensor(stored["ref_chosen_logps"]), atol=1e-4)
-        assert torch.allclose(rejected, torch.tensor(stored["ref_rejected_logps"]), atol=1e-4)
-        for row, count in zip(rejected, map(len, stored["rejected"])):
+        stored = rows.select(range(start, min(start + 7, len(rows))))
+        batch = collator([{k: v for k, v in row.items() if not k.startswith("ref_")} for row in stored])
+        for state, keep in enumerate((False, True)):
+            chosen, rejected, _ = trainer._grouped_log_probs(reference, batch, torch.full((len(stored),), keep))
+            assert torch.allclose(chosen, torch.tensor(stored["ref_chosen_logps"])[:, state], atol=1e-4)
+            assert torch.allclose(rejected, torch.tensor(stored["ref_rejected_logps"])[:, state], atol=1e-4)
+        differs = torch.tensor(stored["ref_chosen_logps"]).diff(dim=1).abs() > 1e-3
+        assert differs.any()  # the gate decision matters to the reference
+        for row, count in zip(torch.tensor(stored["ref_rejected_logps"])[:, 1], map(len, stored["rejected"])):
             assert (row[count:] == 0).all() and (row[:count] < 0).all()  # empty slots hold 0
+
+    # the loss reads the state of the policy's fresh draw: the same as a reference run alongside
+    on_the_fly = _trainer(tmp_path / "fly", articles, **kwargs)
+    _perturb(trainer), _perturb(on_the_fly)
+    rows = list(rows.select(range(10)))
+    for draw in range(3):
+        losses = []
+        for run, part in ((trainer, rows), (on_the_fly, [{k: v for k, v in r.items() if not k.startswith("ref_")}
+                                                        for r in rows])):
+            torch.manual_seed(draw)
+            with torch.no_grad():
+                losses.append(run.compute_loss(run.model, run.data_collator(part)))
+        assert torch.allclose(*losses, atol=1e-5), (draw, losses)
 
 
 def test_lora_reference_is_the_model_with_adapters_disabled(articles, tmp_path):
@@ -142,11 +165,12 @@ def test_lora_reference_is_the_model_with_adapters_disabled(articles, tmp_path):
     trained = trainer.model.eval()
     reference = trainer.compute_ref_log_probs(trained, batch)  # adapters disabled
     initial = trainer.compute_ref_log_probs(make_model(0).eval(), batch)
-    with torch.no_grad():
-        policy = trainer._grouped_log_probs(trained, batch)[:2]
-    for ref, start, now in zip(reference, initial, policy):
-        assert torch.allclose(ref, start, atol=1e-5)  # the reference is the starting model
-        assert not torch.allclose(now, start, atol=1e-3)  # the adapters (and fusion, memory) trained
+    for state, keep in enumerate((False, True)):  # (B, 2) and (B, 2, slots): both msaGate decisions
+        with torch.no_grad():
+            policy = trainer._grouped_log_probs(trained, batch, torch.full((4,), keep))[:2]
+        for ref, start, now in zip(reference, initial, policy):
+            assert torch.allclose(ref[:, state], start[:, state], atol=1e-5)  # the reference is the starting model
+            assert not torch.allclose(now, start[:, state], atol=1e-3)  # the adapters (and fusion, memory) trained
 
 
 def test_rows_drop_duplicates_skip_one_chunk_articles_and_count_them(tmp_path, caplog):
@@ -167,8 +191,8 @@ def test_rows_drop_duplicates_skip_one_chunk_articles_and_count_them(tmp_path, c
     for c, rejected in zip(chosen, first):
         assert c.strip() not in rejected and len(set(rejected)) == len(rejected)
     assert 3 not in rows["article"]  # the one-chunk article
-    view, stats = dpo_view(data, max_rejected=1, seed=0)  # standard DPO: one rejected per prompt
-    assert all(len(r) == 1 for r in view["rejected"]) and stats["one_chunk_skipped"] == 1
+    view, stats = dpo_view(data)
+    assert stats["one_chunk_skipped"] == 1 and view["rejected"] == rows["rejected"]
 
 
 def test_sampled_rejected_rows_hold_the_models_own_paragraphs(articles):

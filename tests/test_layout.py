@@ -1,7 +1,6 @@
 """The structure users and maintainers rely on: one input path, one evaluator, the public model
 surface for training, scoring without diffusers, and a wheel that holds what the library reads."""
 
-import json
 import os
 import shutil
 import subprocess
@@ -11,21 +10,17 @@ import zipfile
 import pytest
 import torch
 
-from conftest import REPO, load_script, make_model
+from conftest import REPO, corpus_fixture, load_script, make_model
 from flexmuse_training import evaluation
-from flexmuse_training.collator import FlexMuseCollator, FrozenFeatureCache, MscDPOCollator
-from flexmuse_training.corpus import make_corpus
+from flexmuse_training.collator import FlexMuseCollator, MscDPOCollator
+from flexmuse_training.feature_store import FrozenFeatureStore
 from flexmuse_training.data import dpo_view, load_articles, sft_view
 from flexmuse_training.evaluation import Evaluator, comparison_table
 from flexmuse_training.hub import save_model_repo
 from processing_flexmuse import FlexMuseProcessor
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    path = tmp_path_factory.mktemp("corpus")
-    make_corpus(str(path), articles=6, seed=4, eval_articles=3)
-    return str(path)
+corpus = corpus_fixture(articles=6, seed=4, eval_articles=3)
 
 
 def _memory(model, inputs):
@@ -41,17 +36,19 @@ def test_training_and_writing_build_the_same_memory(corpus, cached):
     model, processor = make_model(), FlexMuseProcessor.tiny()
     articles = load_articles(corpus, "train").select(range(2))  # two topics, several images each
     writer = _memory(model, processor(articles["topic"], articles["images"]))
-    cache = FrozenFeatureCache(model) if cached else None
+    store = FrozenFeatureStore(model) if cached else None
     rows = list(sft_view(articles))
     dpo_rows = list(dpo_view(articles)[0])
-    for built in (FlexMuseCollator(processor, cache)(rows), MscDPOCollator(processor, cache)(dpo_rows)):
+    slots = max(len(row["rejected"]) for row in dpo_rows)
+    for built in (FlexMuseCollator(processor, cached)(rows), MscDPOCollator(processor, cached, slots=slots)(dpo_rows)):
         assert built["topic_index"].tolist() == [a for a, images in enumerate(articles["images"]) for _ in images]
+        built = store.encode(built) if cached else built
         memory = _memory(model, built)
         assert torch.equal(memory.attention_mask, writer.attention_mask)
         valid = writer.attention_mask.bool()
         assert torch.allclose(memory.last_hidden_state[valid], writer.last_hidden_state[valid], atol=1e-5)
-    # the cache really served the second collator: each image encoded once
-    assert cache is None or cache.computed == len(rows)
+    # the store really served the second collator: each image encoded once
+    assert store is None or store.computed == len(rows)
 
 
 def test_encoder_trainability_shift_and_keyword_only_memory(tmp_path):
@@ -62,7 +59,7 @@ def test_encoder_trainability_shift_and_keyword_only_memory(tmp_path):
     model.save_pretrained(tmp_path)
     assert type(model).from_pretrained(tmp_path).encoder_trainable  # the choice is saved with the model
     with pytest.raises(ValueError, match="frozen encoder"):
-        FrozenFeatureCache(model)
+        FrozenFeatureStore(model)
     labels = torch.tensor([[5, 6, -100]])
     assert model.shift_right(labels).tolist() == [[model.config.decoder_start_token_id, 5, 6]]
     with pytest.raises(TypeError):
@@ -165,6 +162,7 @@ def test_the_wheel_holds_what_the_library_reads_at_run_time(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"flexmuse_training/model_card.md", "flexmuse_training/configs/tiny.yaml",
             "flexmuse_training/configs/base.yaml", "flexmuse_training/configs/base-en.yaml",
+            "flexmuse_training/configs/accelerate/fsdp.yaml",
             "modeling_flexmuse.py", "writing_flexmuse.py", "task_flexmuse.py"} <= names
     assert not any(name.startswith("training/") for name in names)  # the scripts are not a package
     zipfile.ZipFile(wheel).extractall(tmp_path / "site")

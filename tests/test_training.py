@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -91,19 +92,31 @@ def test_resume_ends_with_the_uninterrupted_weights(small_corpus, tmp_path, monk
     assert not torch.equal(full["fusion.w_q"], load_file(checkpoint / "model.safetensors")["fusion.w_q"])
 
 
-def test_two_processes_train_save_and_load_in_a_fresh_process(small_corpus, tmp_path):
+def _losses(info):
+    return [entry["loss"] for entry in info["log_history"] if "loss" in entry]
+
+
+def test_two_processes_train_like_one_on_the_same_global_batch_save_and_load_in_a_fresh_process(small_corpus,
+                                                                                                  tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # no msaGate: its random draws are per process, and the comparison is of the data-parallel step
+    common = ["--use_gate", "false", "--learning_rate", "3e-3"]
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
          os.path.join(REPO, "training", "sft.py"),
          *_args(small_corpus, out, *_short(3, "--eval_split", "validation", "--eval_articles", "2",
-                                            "--eval_max_new_tokens", "8"))],
+                                            "--eval_max_new_tokens", "8", "--per_device_train_batch_size", "4",
+                                            *common))],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     info = json.loads((out / "train_info.json").read_text())
     assert info["world_size"] == 2 and info["global_step"] == 3
+    # the same global batch of 8 in one process: the same losses, step by step
+    sft.main(_args(small_corpus, tmp_path / "one", *_short(3, *common)))
+    one = json.loads((tmp_path / "one" / "train_info.json").read_text())
+    assert len(_losses(info)) == 3 and _losses(info) == pytest.approx(_losses(one), rel=1e-5)
     assert {"eval_loss", "eval_rougeL", "eval_alignment_accuracy"} <= set(info["metrics"])
 
     files = set(os.listdir(out))
@@ -136,6 +149,48 @@ def test_two_processes_train_save_and_load_in_a_fresh_process(small_corpus, tmp_
         assert torch.equal(got["generated"], expected), name
 
 
+def test_fsdp_with_the_shipped_config_trains_like_ddp_saves_whole_and_evaluates(small_corpus, tmp_path):
+    """Two CPU processes under FSDP2 (tests/fsdp_cpu.py turns it on where accelerate would fall back
+    to DDP), with the `fsdp_config` of training/configs/accelerate/fsdp.yaml, the feature store,
+    evaluation and a checkpoint: the same losses as DDP, and complete model repos."""
+    import yaml
+
+    with open(os.path.join(REPO, "training", "configs", "accelerate", "fsdp.yaml")) as handle:
+        fsdp_config = yaml.safe_load(handle)["fsdp_config"]
+    (tmp_path / "fsdp.json").write_text(json.dumps(fsdp_config))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    infos = {}
+    for name, launcher, extra in (("ddp", [], []),
+                                  ("fsdp", [os.path.join(REPO, "tests", "fsdp_cpu.py")],
+                                   ["--fsdp_config", str(tmp_path / "fsdp.json"), "--fsdp"])):
+        out = tmp_path / name
+        proc = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29523",
+             *launcher, os.path.join(REPO, "training", "sft.py"),
+             *_args(small_corpus, out, *_short(3, "--eval_split", "validation", "--eval_articles", "2",
+                                                "--eval_max_new_tokens", "8", "--per_device_train_batch_size", "4",
+                                                "--save_strategy", "steps", "--save_steps", "2",
+                                                "--eval_strategy", "steps", "--eval_steps", "2", "--use_gate", "false",
+                                                *extra))],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400,
+        )
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        infos[name] = json.loads((out / "train_info.json").read_text())
+    assert infos["ddp"]["settings"]["distributed"] == "MULTI_CPU" and infos["fsdp"]["settings"]["distributed"] == "FSDP"
+    assert _losses(infos["fsdp"]) == pytest.approx(_losses(infos["ddp"]), rel=1e-6) and len(_losses(infos["ddp"])) == 3
+    for key in ("eval_loss", "eval_rougeL", "eval_alignment_accuracy"):
+        assert infos["fsdp"]["metrics"][key] == pytest.approx(infos["ddp"]["metrics"][key], abs=1e-5), key
+    for folder in ("", "checkpoint-2"):
+        weights = {name: load_file(tmp_path / name / folder / "model.safetensors") for name in ("ddp", "fsdp")}
+        assert weights["ddp"].keys() == weights["fsdp"].keys()
+        for key in weights["ddp"]:
+            assert torch.allclose(weights["ddp"][key], weights["fsdp"][key], atol=1e-6), (folder, key)
+        assert (tmp_path / "fsdp" / folder / "modeling_flexmuse.py").is_file()
+        assert not list((tmp_path / "fsdp" / folder).glob("_fsdp*.py"))  # torch's files are no remote code
+    model = FlexMuseForConditionalGeneration.from_pretrained(tmp_path / "fsdp")
+    assert type(model) is FlexMuseForConditionalGeneration
+
+
 def test_lora_trains_the_decoder_attention_and_saves_merged(small_corpus, tmp_path):
     sft.main(_args(small_corpus, tmp_path / "out", *_short(3, "--use_lora", "true", "--learning_rate", "1e-2")))
     saved = load_file(tmp_path / "out" / "model.safetensors")
@@ -159,7 +214,7 @@ def test_yaml_configs_parse_for_both_stages_with_command_line_overrides(name):
     dpo_args, _, dpo_config = parse_stage_args((ModelArguments, DataArguments, MscDPOConfig), "dpo",
                                                ["--config", config, "--bf16", "false"])
     assert dpo_args.model_name_or_path == training_args.output_dir  # DPO starts where SFT saved
-    assert dpo_config.max_rejected == 3 and dpo_config.beta > 0
+    assert dpo_config.max_rejected is None and dpo_config.beta > 0  # every other paragraph rejected, as the paper
     with pytest.raises(ValueError, match="no_such_option"):
         parse_stage_args(SFT_ARGS, "sft", ["--config", config, "--bf16", "false", "--no_such_option", "1"])
     # a preset's name finds the config installed with the package
@@ -212,3 +267,27 @@ def test_a_source_without_the_eval_split_is_refused_and_an_empty_eval_split_turn
     # the shipped config evaluates every eval_steps; an empty eval_split must switch that off
     metrics = sft.main(_args(flat, out, "--max_steps", "2", "--eval_split", "", "--save_strategy", "no"))
     assert metrics["train_loss"] > 0 and not any(key.startswith("eval_") for key in metrics)
+
+
+def test_push_to_hub_uploads_the_finished_repo_without_checkpoints(small_corpus, tmp_path, monkeypatch):
+    from huggingface_hub import HfApi
+    from huggingface_hub.utils import filter_repo_objects
+
+    calls = []
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: calls.append(("create", repo_id)) or
+                        type("Url", (), {"repo_id": repo_id})())
+
+    def upload_folder(self, folder_path, repo_id, ignore_patterns=None, **kwargs):
+        files = [str(p.relative_to(folder_path)) for p in Path(folder_path).rglob("*") if p.is_file()]
+        calls.append(("upload", repo_id, list(filter_repo_objects(files, ignore_patterns=ignore_patterns))))
+
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    out = tmp_path / "out"
+    sft.main(_args(small_corpus, out, *_short(4, "--save_strategy", "steps", "--save_steps", "2",
+                                              "--push_to_hub", "true", "--hub_model_id", "org/flexmuse-test")))
+    assert (out / "checkpoint-2" / "optimizer.pt").is_file()  # resumable checkpoints stay on disk
+    # once, at the end
+    assert [c[:2] for c in calls] == [("create", "org/flexmuse-test"), ("upload", "org/flexmuse-test")]
+    sent = set(calls[1][2])
+    assert {"config.json", "model.safetensors", "README.md", "modeling_flexmuse.py", "processor_config.json"} <= sent
+    assert not any(name.startswith("checkpoint-") for name in sent)

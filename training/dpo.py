@@ -20,7 +20,7 @@ from flexmuse_training.corpus import is_offline_corpus
 from flexmuse_training.data import load_training_splits
 from flexmuse_training.dpo_config import MscDPOConfig
 from flexmuse_training.dpo_trainer import ROWS_DIR, MscDPOTrainer, sampled_rejected_rows
-from flexmuse_training.hub import base_models_of, save_run
+from flexmuse_training.hub import base_models_of, push_run, save_run, take_over_push
 from flexmuse_training.models import load_model_and_processor, lora_config
 
 logger = logging.getLogger("flexmuse.dpo")
@@ -33,6 +33,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO if config.should_log else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     set_seed(config.seed)
+    push_repo = take_over_push(config)
     # the data first: a wrong path or split is reported before a model is built
     train, evaluation = load_training_splits(data_args, config)
     lang = train[0]["lang"] or "zh"
@@ -47,14 +48,13 @@ def main(argv=None):
     metrics = dict(result.metrics)
     if evaluation is not None:
         metrics.update(trainer.final_evaluate())
-    final = trainer.accelerator.unwrap_model(trainer.model)
-    if model_args.use_lora:
-        final = final.merge_and_unload()
+    final = trainer.final_model(merge_lora=model_args.use_lora)  # every rank: FSDP gathers the shards
     settings = {"stage": f"mscDPO ({config.msc_mode}, {', '.join(config.loss_type)})",
                 "start": model_args.model_name_or_path, "dataset": data_args.dataset,
                 "steps": trainer.state.global_step, "learning_rate": config.learning_rate, "beta": config.beta,
                 "max_rejected": config.max_rejected, "rejected_source": config.rejected_source,
                 "batch_size": config.per_device_train_batch_size, "processes": config.world_size,
+                "distributed": trainer.accelerator.distributed_type.value,
                 "lora": model_args.use_lora, "seed": config.seed}
     if trainer.is_world_process_zero():
         shutil.rmtree(os.path.join(config.output_dir, ROWS_DIR), ignore_errors=True)  # not part of the model repo
@@ -63,6 +63,9 @@ def main(argv=None):
                  arguments={**asdict(model_args), **asdict(data_args)}, world_size=config.world_size,
                  global_step=trainer.state.global_step, offline_corpus=is_offline_corpus(data_args.dataset),
                  repo_id=config.hub_model_id, log_history=trainer.state.log_history)
+        if push_repo:
+            logger.info("pushed to %s",
+                        push_run(config.output_dir, push_repo, config.hub_token, config.hub_private_repo))
     return metrics
 
 

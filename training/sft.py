@@ -15,7 +15,7 @@ from transformers import set_seed
 from flexmuse_training.args import DataArguments, ModelArguments, parse_stage_args
 from flexmuse_training.corpus import is_offline_corpus
 from flexmuse_training.data import load_training_splits
-from flexmuse_training.hub import base_models_of, declare_pipeline, save_run
+from flexmuse_training.hub import base_models_of, declare_pipeline, push_run, save_run, take_over_push
 from flexmuse_training.models import base_model_ids, load_model_and_processor, lora_config
 from flexmuse_training.sft_config import FlexMuseSFTConfig
 from flexmuse_training.sft_trainer import FlexMuseSFTTrainer
@@ -29,6 +29,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     set_seed(training_args.seed)
+    push_repo = take_over_push(training_args)
 
     # the data first: a wrong path or split is reported before a model is built
     train, evaluation = load_training_splits(data_args, training_args)
@@ -47,14 +48,12 @@ def main(argv=None):
     if evaluation is not None:
         metrics.update(trainer.final_evaluate())
 
-    final = trainer.accelerator.unwrap_model(trainer.model)
-    if model_args.use_lora:
-        final = final.merge_and_unload()
+    final = trainer.final_model(merge_lora=model_args.use_lora)  # every rank: FSDP gathers the shards
     settings = {"stage": "SFT", "preset": model_args.model_name_or_path or model_args.preset,
                 "dataset": data_args.dataset, "steps": trainer.state.global_step,
                 "learning_rate": training_args.learning_rate, "batch_size": training_args.per_device_train_batch_size,
-                "processes": training_args.world_size, "freeze_encoder": model_args.freeze_encoder,
-                "lora": model_args.use_lora, "seed": training_args.seed}
+                "processes": training_args.world_size, "distributed": trainer.accelerator.distributed_type.value,
+                "freeze_encoder": model_args.freeze_encoder, "lora": model_args.use_lora, "seed": training_args.seed}
     if trainer.is_world_process_zero():
         base_model = base_models_of(model_args.model_name_or_path) if model_args.model_name_or_path \
             else base_model_ids(model_args)
@@ -64,6 +63,9 @@ def main(argv=None):
                  global_step=trainer.state.global_step, offline_corpus=is_offline_corpus(data_args.dataset),
                  repo_id=training_args.hub_model_id, log_history=trainer.state.log_history)
         logger.info("saved the model repo to %s", training_args.output_dir)
+        if push_repo:
+            logger.info("pushed to %s", push_run(training_args.output_dir, push_repo, training_args.hub_token,
+                                                 training_args.hub_private_repo))
     return metrics
 
 

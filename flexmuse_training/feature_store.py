@@ -1,0 +1,146 @@
+"""Frozen-encoder features on disk: each image and topic is encoded once per training run, on the
+model's device, in the training process, and read back afterwards (later epochs, evaluation,
+mscDPO's policy, reference and precomputed reference log-probs).
+
+The collator (which may run in DataLoader workers) only names each image and topic by a content
+key (`content_key`); the trainer asks the store for the features of a batch in its own process.
+"""
+
+import hashlib
+import os
+import shutil
+import tempfile
+import weakref
+from typing import Optional
+
+import torch
+
+
+def content_key(tensor: torch.Tensor) -> str:
+    """A key for a tensor's exact contents (processed pixels, or a topic's token ids)."""
+    data = tensor.detach().cpu().contiguous()
+    return hashlib.blake2b(data.view(torch.uint8).numpy().tobytes(), digest_size=16).hexdigest()
+
+
+class _RecordFile:
+    """Append-only records of tensors of one dtype in one file, found by key.
+
+    Records are read with `preadv` straight into the batch tensor rather than through `mmap`:
+    pages of a mapped file count toward the process's resident memory as they are touched, so
+    a mapping of a dataset-sized file would grow the training process with the dataset, while
+    `pread` leaves them in the kernel's page cache, which is shared and reclaimable.
+    """
+
+    def __init__(self, path: str, dtype: torch.dtype):
+        self.dtype, self.fd, self.size = dtype, os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600), 0
+        self.index: dict[str, tuple[int, tuple[torch.Size, ...]]] = {}  # key -> (offset, shapes)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.index
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def put(self, key: str, *tensors: torch.Tensor) -> None:
+        data = b"".join(t.detach().to("cpu", self.dtype).contiguous().view(torch.uint8).numpy().tobytes()
+                        for t in tensors)
+        os.pwrite(self.fd, data, self.size)
+        self.index[key] = (self.size, tuple(t.shape for t in tensors))
+        self.size += len(data)
+
+    def get_into(self, key: str, *outs: torch.Tensor) -> None:
+        """Read the record of `key` into `outs` (contiguous CPU tensors of the stored shapes)."""
+        offset, shapes = self.index[key]
+        views = [memoryview(out.view(torch.uint8).numpy()) for out in outs]
+        read = os.preadv(self.fd, views, offset)
+        if read != sum(v.nbytes for v in views) or tuple(out.shape for out in outs) != shapes:
+            raise RuntimeError(f"feature store record {key} is damaged (read {read} bytes, shapes {shapes})")
+
+    def shapes(self, key: str) -> tuple[torch.Size, ...]:
+        return self.index[key][1]
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class FrozenFeatureStore:
+    """CLIP features of each image and topic, keyed by content, kept in files under a temporary
+    folder (in `directory`, or the system's temporary folder) that is removed when the store is.
+
+    Only valid while the encoder is frozen. Memory stays flat as the dataset grows: the process
+    holds a key → file offset index (a few hundred bytes per entry); the features live on disk,
+    (1 + patches) × projection width × bytes per image (base size in fp32: 198 × 512 × 4 ≈ 0.4 MB).
+    """
+
+    def __init__(self, model, directory: Optional[str] = None):
+        if model.encoder_trainable:
+            raise ValueError("the feature cache needs a frozen encoder (freeze_encoder=True)")
+        self.model = model
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        self.directory = tempfile.mkdtemp(prefix="flexmuse-features-", dir=directory or None)
+        dtype = model.dtype
+        self.images = _RecordFile(os.path.join(self.directory, "images.bin"), dtype)
+        self.topics = _RecordFile(os.path.join(self.directory, "topics.bin"), dtype)
+        self.computed = 0  # images encoded so far: stays flat after the first epoch
+        self._finalizer = weakref.finalize(self, _remove, self.images, self.topics, self.directory)
+
+    def close(self) -> None:
+        self._finalizer()
+
+    @torch.no_grad()
+    def encode(self, inputs: dict) -> dict:
+        """Model inputs with `pixel_values` / `input_ids` and their keys replaced by the
+        `image_features` / `topic_features` pairs `get_memory` takes."""
+        inputs = dict(inputs)
+        pixel_values, image_keys = inputs.pop("pixel_values"), inputs.pop("image_keys")
+        input_ids, topic_keys = inputs.pop("input_ids"), inputs.pop("topic_keys")
+        inputs["image_features"] = self._image_features(pixel_values, image_keys)
+        inputs["topic_features"] = self._topic_features(input_ids, inputs["attention_mask"], topic_keys)
+        return inputs
+
+    def _image_features(self, pixel_values: torch.Tensor, keys: list[str]):
+        missing = [key for key in dict.fromkeys(keys) if key not in self.images]
+        if missing:
+            rows = [keys.index(key) for key in missing]
+            pooled, tokens = self.model.encode_images(pixel_values[rows].to(self.model.device))
+            for row, key in enumerate(missing):
+                self.images.put(key, pooled[row], tokens[row])
+            self.computed += len(missing)
+        pooled_shape, tokens_shape = self.images.shapes(keys[0])
+        pooled = torch.empty(len(keys), *pooled_shape, dtype=self.model.dtype)
+        tokens = torch.empty(len(keys), *tokens_shape, dtype=self.model.dtype)
+        for row, key in enumerate(keys):
+            self.images.get_into(key, pooled[row], tokens[row])
+        device = self.model.device
+        return pooled.to(device), tokens.to(device)
+
+    def _topic_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, keys: list[str]):
+        mask = attention_mask.bool().cpu()
+        missing = [key for key in dict.fromkeys(keys) if key not in self.topics]
+        if missing:
+            rows = [keys.index(key) for key in missing]
+            device = self.model.device
+            pooled, tokens, _ = self.model.encode_topics(input_ids[rows].to(device), attention_mask[rows].to(device))
+            for i, (row, key) in enumerate(zip(rows, missing)):
+                # only the topic's own positions: the text tower's states there do not depend on
+                # how far the batch it came in was padded
+                self.topics.put(key, pooled[i], tokens[i][mask[row].to(tokens.device)])
+        (width,), _ = self.topics.shapes(keys[0])
+        pooled = torch.empty(len(keys), width, dtype=self.model.dtype)
+        tokens = torch.zeros(*input_ids.shape, width, dtype=self.model.dtype)  # (A, L, D), zero on padding
+        for row, key in enumerate(keys):
+            states = torch.empty(self.topics.shapes(key)[1], dtype=self.model.dtype)
+            self.topics.get_into(key, pooled[row], states)
+            tokens[row, mask[row]] = states
+        device = self.model.device
+        return pooled.to(device), tokens.to(device)
+
+
+def _remove(images: _RecordFile, topics: _RecordFile, directory: str) -> None:
+    images.close()
+    topics.close()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+__all__ = ["FrozenFeatureStore", "content_key"]
