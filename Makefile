@@ -21,8 +21,9 @@ test: install
 	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) -m pytest -n $(PYTEST_WORKERS) tests
 
 # The main job: offline corpus -> CLIP pretrained on it (once) -> SFT of the tiny preset on that frozen
-# CLIP -> mscDPO -> articles for held-out topics + metrics.
-ACCELERATE := $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no
+# CLIP -> mscDPO -> articles for held-out topics + metrics. A rerun starts over (--overwrite_output_dir);
+# --quiet: a script's error is its one line, without the launcher's traceback below it.
+ACCELERATE := $(VENV)/bin/accelerate launch --quiet --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no
 CORPUS := data/corpus/flexmuse_corpus.json
 CLIP := out/clip/model.safetensors
 
@@ -30,11 +31,11 @@ $(CORPUS): | $(STAMP)
 	$(VENV)/bin/flexmuse make-corpus --out data/corpus --articles 400 --seed 0 --lang zh
 
 $(CLIP): $(CORPUS)
-	HF_HUB_OFFLINE=1 $(PY) training/pretrain_clip.py --dataset data/corpus --output_dir out/clip --disable_tqdm true
+	HF_HUB_OFFLINE=1 $(PY) training/pretrain_clip.py --dataset data/corpus --output_dir out/clip --overwrite_output_dir true --disable_tqdm true
 
 demo: install $(CLIP)
-	HF_HUB_OFFLINE=1 $(ACCELERATE) training/sft.py --config training/configs/tiny.yaml --encoder_name_or_path out/clip --output_dir out/sft --disable_tqdm true
-	HF_HUB_OFFLINE=1 $(ACCELERATE) training/dpo.py --config training/configs/tiny.yaml --model_name_or_path out/sft --output_dir out/dpo --disable_tqdm true
+	HF_HUB_OFFLINE=1 $(ACCELERATE) training/sft.py --config training/configs/tiny.yaml --encoder_name_or_path out/clip --output_dir out/sft --overwrite_output_dir true --disable_tqdm true
+	HF_HUB_OFFLINE=1 $(ACCELERATE) training/dpo.py --config training/configs/tiny.yaml --model_name_or_path out/sft --output_dir out/dpo --overwrite_output_dir true --disable_tqdm true
 	HF_HUB_OFFLINE=1 $(PY) training/demo.py --model SFT=out/sft --model mscDPO=out/dpo --data data/corpus --out demo_out
 
 # The paper's Table 2 rows trained by flags on the offline corpus, scored on its test split.

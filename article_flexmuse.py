@@ -2,7 +2,8 @@
 
 Renders to one self-contained HTML page (images inlined, every text HTML-escaped) and to Markdown,
 and saves as `images/*.png + article.html + article.md + article.json`; `Article.load` reads the
-saved folder back.
+saved folder back. Saving never leaves a half-written article nor mixes two: the folder is written
+beside its destination and moved into place whole.
 """
 
 import base64
@@ -10,6 +11,8 @@ import html
 import io
 import json
 import os
+import shutil
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -87,14 +90,37 @@ class Article:
         }
 
     # ------------------------------------------------------------------ files
-    def save(self, directory: str) -> str:
-        """Write images/*.png, article.html, article.md and article.json; return `directory`."""
-        os.makedirs(os.path.join(directory, "images"), exist_ok=True)
-        for section, name in zip(self.sections, self.image_names()):
-            section.image.save(os.path.join(directory, name), format="PNG")
-        _write_text(os.path.join(directory, "article.html"), self.to_html())
-        _write_text(os.path.join(directory, "article.md"), self.to_markdown())
-        _write_text(os.path.join(directory, ARTICLE_JSON), json.dumps(self.to_dict(), ensure_ascii=False, indent=2))
+    def save(self, directory: str, overwrite: bool = False) -> str:
+        """Write images/*.png, article.html, article.md and article.json; return `directory`.
+
+        A folder that is not empty is refused unless `overwrite`, which replaces an earlier article
+        whole (none of its files survive). The article is written to a hidden sibling folder and
+        renamed into place, so a failure part-way leaves the earlier folder as it was.
+        """
+        check_output_folder(directory, overwrite)
+        target = os.path.abspath(directory)
+        parent, base = os.path.split(target)
+        os.makedirs(parent, exist_ok=True)
+        staging = os.path.join(parent, f".{base}.{uuid.uuid4().hex[:8]}")
+        try:
+            os.makedirs(os.path.join(staging, "images"))
+            for section, name in zip(self.sections, self.image_names()):
+                section.image.save(os.path.join(staging, name), format="PNG")
+            _write_text(os.path.join(staging, "article.html"), self.to_html())
+            _write_text(os.path.join(staging, "article.md"), self.to_markdown())
+            _write_text(os.path.join(staging, ARTICLE_JSON), json.dumps(self.to_dict(), ensure_ascii=False, indent=2))
+            if os.path.lexists(target):  # an empty folder, or an earlier article with overwrite
+                os.rename(target, staging + ".old")
+                try:
+                    os.rename(staging, target)
+                except OSError:
+                    os.rename(staging + ".old", target)
+                    raise
+                shutil.rmtree(staging + ".old")
+            else:
+                os.rename(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)  # gone already unless the write failed
         return directory
 
     @classmethod
@@ -113,6 +139,36 @@ class Article:
         return cls(topic=data["topic"], sections=sections, metadata=data.get("metadata", {}))
 
 
+def check_output_folder(directory: str, overwrite: bool = False) -> None:
+    """Refuse an output folder `Article.save` could not write, or would destroy earlier work in; callers
+    check it before a model is loaded, so the mistake costs nothing."""
+    path = os.fspath(directory)
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise FileExistsError(f"output folder {path!r} is a file")
+    if os.path.isdir(path) and os.listdir(path):
+        if not overwrite:
+            raise FileExistsError(f"output folder {path!r} is not empty; pass --overwrite (overwrite=True) to "
+                                  "replace the article in it")
+        if not os.path.isfile(os.path.join(path, ARTICLE_JSON)):
+            raise FileExistsError(f"output folder {path!r} holds files but no saved article ({ARTICLE_JSON}); "
+                                  "not replacing it, even with --overwrite")
+    if os.path.isdir(path) and not os.access(path, os.W_OK):
+        raise PermissionError(f"output folder {path!r} is read-only")
+    # the article is written beside the folder: try that in the nearest folder that exists
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.lexists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise NotADirectoryError(f"cannot create output folder {path!r}: {parent!r} is a file")
+    probe = os.path.join(parent, f".flexmuse-write-test.{uuid.uuid4().hex[:8]}")
+    try:
+        os.mkdir(probe)
+    except OSError as err:
+        raise PermissionError(f"cannot create output folder {path!r}: cannot write in {parent!r} "
+                              f"({err.strerror})") from err
+    os.rmdir(probe)
+
+
 def _png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
@@ -129,4 +185,4 @@ def _write_text(path: str, text: str) -> None:
         handle.write(text)
 
 
-__all__ = ["Article", "Section"]
+__all__ = ["Article", "Section", "check_output_folder"]

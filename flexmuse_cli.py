@@ -6,9 +6,9 @@ import sys
 from typing import Optional, Sequence
 
 
-def _write_parser(subparsers) -> None:
+def _write_parser(subparsers, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
-        "write",
+        "write", parents=[common],
         help="write an illustrated article about a topic",
         description="Write an illustrated article: one paragraph per image. Without --images, the "
         "text-to-image model (--t2i, or the one saved in a FlexMusePipeline folder) draws them.",
@@ -22,6 +22,8 @@ def _write_parser(subparsers) -> None:
     parser.add_argument("--t2i", default=None, help="Stable Diffusion repo for the text-to-image part")
     parser.add_argument("--seed", type=int, default=None, help="makes images, gate and sampling reproducible")
     parser.add_argument("--out", required=True, help="output folder (article.html, article.md, images/)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the article already in --out (otherwise a non-empty --out is refused)")
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--num-beams", type=int, default=1)
     parser.add_argument("--do-sample", action="store_true")
@@ -41,15 +43,39 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def _check_device(device: str) -> None:
+    """A missing GPU would otherwise show as the driver's error, after the model has loaded."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"--device {device!r} is not a device (cpu, cuda, cuda:1, ...)") from err
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: no CUDA GPU is available on this machine; use --device cpu")
+    if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+
+
 def _write(args: argparse.Namespace) -> int:
     import torch
 
+    from article_flexmuse import check_output_folder
     from images_flexmuse import load_image
     from pipeline_flexmuse import FlexMusePipeline
+    from writing_flexmuse import check_model_path, check_writing_options
 
-    images = [load_image(path) for path in args.images] if args.images else None  # bad files fail before any work
+    # every mistake that can be seen from the options fails here, before any model loads
+    check_writing_options({
+        "num_images": None if args.images else args.num_images, "num_inference_steps": args.num_inference_steps,
+        "max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams, "temperature": args.temperature,
+        "top_p": args.top_p,
+    }, cli=True)
+    _check_device(args.device)
+    check_output_folder(args.out, args.overwrite)
+    images = [load_image(path) for path in args.images] if args.images else None
     dtype = getattr(torch, args.dtype)
-    if os.path.isfile(os.path.join(args.model, "model_index.json")):
+    if check_model_path(args.model) == "pipeline":
         pipe = FlexMusePipeline.from_pretrained(args.model, dtype=dtype)
         if args.t2i:  # replaces the saved text-to-image part
             pipe = FlexMusePipeline(model=pipe.model, processor=pipe.processor,
@@ -65,15 +91,15 @@ def _write(args: argparse.Namespace) -> int:
         temperature=args.temperature, top_p=args.top_p, gate_mode=args.gate_mode,
     )
     output.article.metadata["model"] = args.model
-    output.article.save(args.out)
+    output.article.save(args.out, overwrite=args.overwrite)
     print(f"wrote {len(output.paragraphs)} sections to {os.path.join(args.out, 'article.html')} "
           f"(also article.md, article.json, images/)")
     return 0
 
 
-def _corpus_parser(subparsers) -> None:
+def _corpus_parser(subparsers, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
-        "make-corpus", help="write the offline procedural corpus (imagefolder layout)",
+        "make-corpus", parents=[common], help="write the offline procedural corpus (imagefolder layout)",
         description="Write train/validation/test splits of procedural illustrated articles, each split "
         "from its own seed, as <out>/<split>/metadata.jsonl + PNG images.",
     )
@@ -106,10 +132,10 @@ def _evaluate_parser(subparsers) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from flexmuse_training.errors import run_script
     from flexmuse_training.evaluate import main as evaluate
 
-    evaluate(args.options)
-    return 0
+    return run_script(evaluate, args.options, prog="flexmuse evaluate")  # its own one-line errors and --debug
 
 
 def _forward_evaluate(argv: list) -> Optional[int]:
@@ -123,15 +149,15 @@ def _forward_evaluate(argv: list) -> Optional[int]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flexmuse", description="FlexMUSE: multi-modal creative writing")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    _write_parser(subparsers)
-    _corpus_parser(subparsers)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    _write_parser(subparsers, common)
+    _corpus_parser(subparsers, common)
     _evaluate_parser(subparsers)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from images_flexmuse import ImageLoadError
-
     argv = list(sys.argv[1:] if argv is None else argv)
     forwarded = _forward_evaluate(argv)
     if forwarded is not None:
@@ -139,8 +165,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ImageLoadError, ValueError) as err:
-        print(f"flexmuse {args.command}: error: {err}", file=sys.stderr)
+    # the user's mistakes (options, images, model and output paths: ImageLoadError is a ValueError,
+    # FileNotFoundError and PermissionError are OSErrors) get one line; anything else is a bug and keeps
+    # its traceback
+    except (ValueError, OSError) as err:
+        if args.debug:
+            raise
+        message = " ".join(str(err).split()) or type(err).__name__  # library messages may span lines
+        print(f"flexmuse {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

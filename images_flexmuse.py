@@ -1,21 +1,24 @@
-"""Turn any image a user sends (path, PIL image, numpy array) into an upright RGB PIL image.
+"""Turn any image a user sends (path, PIL image, numpy array, torch tensor) into an upright RGB PIL image.
 
 Photos arrive grayscale, with alpha, as palettes, in CMYK, with 16-bit channels, rotated by EXIF,
 1×1 or 8000×8000. Pillow reads them all; what it does not do on its own is put them into one
 form, so the normalisation below is written out. Large images are reduced while decoding where
-the format allows it (JPEG draft mode) and always right after, so memory stays bounded.
+the format allows it (JPEG draft mode) and always right after, so memory stays bounded. What would
+be guessed instead is refused: arrays whose value range is not uint8 0–255 or floats in [0, 1], and
+animations or multi-page files (which frame?).
 """
 
 import os
-from typing import Union
+from typing import Sequence, Union
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Plenty for CLIP (224 px) and for the article's pictures, small enough to keep 8000×8000 photos cheap.
 MAX_SIDE = 2048
 
-ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
+ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
 
 
 class ImageLoadError(ValueError):
@@ -26,22 +29,54 @@ def load_image(image: ImageInput, max_side: int = MAX_SIDE) -> Image.Image:
     """Return `image` as an RGB PIL image, EXIF-upright, no side longer than `max_side`."""
     if isinstance(image, (str, os.PathLike)):
         return _load_file(os.fspath(image), max_side)
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu()
+        image = (image.float() if image.dtype == torch.bfloat16 else image).numpy()  # numpy has no bfloat16
     if isinstance(image, np.ndarray):
         image = _from_array(image)
-    elif not isinstance(image, Image.Image):
-        raise ImageLoadError(f"expected an image path, a PIL image or a numpy array, got {type(image).__name__}")
+    elif isinstance(image, Image.Image):
+        _check_single_frame(image, "this PIL image")
+    else:
+        raise ImageLoadError(f"expected an image path, a PIL image, a numpy array or a torch tensor, "
+                             f"got {type(image).__name__}")
     return _normalize(image, max_side)
 
 
+def load_images(images: Sequence[ImageInput], max_side: int = MAX_SIDE) -> list[Image.Image]:
+    """`load_image` of each; an array's or PIL image's error says which one it is (a file names itself)."""
+    pictures = []
+    for number, image in enumerate(images, start=1):
+        try:
+            pictures.append(load_image(image, max_side))
+        except ImageLoadError as err:
+            if isinstance(image, (str, os.PathLike)):
+                raise
+            raise ImageLoadError(f"image {number}: {err}") from err
+    return pictures
+
+
 def _load_file(path: str, max_side: int) -> Image.Image:
+    if os.path.isdir(path):
+        raise ImageLoadError(f"image path is a folder, not an image file: {path!r}")
     if not os.path.isfile(path):
         raise ImageLoadError(f"image file not found: {path!r}")
     try:
         with Image.open(path) as img:
+            _check_single_frame(img, f"image {path!r}")
             img.draft("RGB", (max_side, max_side))  # JPEG decodes at 1/2..1/8 scale: bounded memory
             return _normalize(img, max_side)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except ImageLoadError:
+        raise
+    except (Image.DecompressionBombError, UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ImageLoadError(f"cannot read image {path!r}: {err}") from err
+
+
+def _check_single_frame(img: Image.Image, name: str) -> None:
+    frames = getattr(img, "n_frames", 1)
+    # an MPO is a camera JPEG whose extra frames are previews of the same photo: its first frame is the photo
+    if frames > 1 and img.format != "MPO":
+        raise ImageLoadError(f"{name} has {frames} frames (an animation or a multi-page file); "
+                             "pass a single-frame image")
 
 
 def _from_array(array: np.ndarray) -> Image.Image:
@@ -53,11 +88,18 @@ def _from_array(array: np.ndarray) -> Image.Image:
         raise ImageLoadError(f"cannot use an array of shape {array.shape} as an image (need HxW, HxWx3 or HxWx4)")
     if array.dtype == np.bool_:
         array = array.astype(np.uint8) * 255
-    elif np.issubdtype(array.dtype, np.floating):
-        array = (np.clip(np.nan_to_num(array), 0.0, 1.0) * 255).round().astype(np.uint8)
     elif array.dtype != np.uint8:
-        array = _to_uint8(array)
+        # guessing the range would turn 0–255 floats all white and 0–255 int64 pixels near black
+        if not (np.issubdtype(array.dtype, np.floating) and _in_unit_range(array)):
+            finite = np.isfinite(array).all()
+            values = f"values in [{array.min():g}, {array.max():g}]" if finite else "NaN or infinite values"
+            raise ImageLoadError(f"a {array.dtype} array with {values}; pass uint8 0–255 or floats in [0, 1]")
+        array = (array * 255).round().astype(np.uint8)
     return Image.fromarray(array)
+
+
+def _in_unit_range(array: np.ndarray) -> bool:
+    return bool(np.isfinite(array).all()) and array.min() >= 0 and array.max() <= 1
 
 
 def _to_uint8(array: np.ndarray) -> np.ndarray:
@@ -87,4 +129,4 @@ def _float_to_uint8(array: np.ndarray) -> np.ndarray:
     return ((array - low) / max(high - low, 1e-12) * 255).round().astype(np.uint8)
 
 
-__all__ = ["ImageLoadError", "MAX_SIDE", "load_image"]
+__all__ = ["ImageLoadError", "MAX_SIDE", "load_image", "load_images"]

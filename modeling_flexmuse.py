@@ -7,7 +7,6 @@ paragraph i. All paragraphs of an article are decoded as one batch, and the topi
 """
 
 import copy
-import math
 from dataclasses import dataclass
 from typing import Optional
 

@@ -18,16 +18,16 @@ from PIL import Image
 
 try:
     from .article_flexmuse import Article
-    from .images_flexmuse import ImageInput, load_image
+    from .images_flexmuse import ImageInput, load_images
     from .modeling_flexmuse import FlexMuseForConditionalGeneration
-    from .processing_flexmuse import FlexMuseProcessor
-    from .writing_flexmuse import draw_seeds, write_articles
+    from .processing_flexmuse import FlexMuseProcessor, check_topic
+    from .writing_flexmuse import check_model_path, check_writing_options, draw_seeds, write_articles
 except ImportError:  # imported as a top-level module from a checkout
     from article_flexmuse import Article
-    from images_flexmuse import ImageInput, load_image
+    from images_flexmuse import ImageInput, load_images
     from modeling_flexmuse import FlexMuseForConditionalGeneration
-    from processing_flexmuse import FlexMuseProcessor
-    from writing_flexmuse import draw_seeds, write_articles
+    from processing_flexmuse import FlexMuseProcessor, check_topic
+    from writing_flexmuse import check_model_path, check_writing_options, draw_seeds, write_articles
 
 
 @dataclass
@@ -79,8 +79,11 @@ class FlexMusePipeline(DiffusionPipeline):
         The model and processor folders hold their own remote code. With `trust_remote_code=True`
         diffusers loads them from there; otherwise the installed `flexmuse` package loads them.
         """
+        path = os.fspath(pretrained_model_name_or_path)
+        if check_model_path(path) == "model":
+            raise ValueError(f"no model_index.json in {path!r}: a FlexMUSE model, not a saved FlexMusePipeline "
+                             "(load it with FlexMusePipeline.from_model)")
         if not kwargs.get("trust_remote_code"):
-            path = os.fspath(pretrained_model_name_or_path)
             if not os.path.isdir(path):
                 download = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only") if k in kwargs}
                 path = cls.download(path, **download)
@@ -98,6 +101,8 @@ class FlexMusePipeline(DiffusionPipeline):
     def from_model(cls, model: str, t2i: Optional[str] = None, dtype: Optional[torch.dtype] = None):
         """Assemble from a FlexMUSE model repo (weights + processor) and, optionally, a Stable
         Diffusion repo whose components become the T2I part (hub ids or local folders)."""
+        if check_model_path(model) == "pipeline":
+            raise ValueError(f"{model!r} is a saved FlexMusePipeline: load it with FlexMusePipeline.from_pretrained")
         load = {} if dtype is None else {"dtype": dtype}
         model_obj = FlexMuseForConditionalGeneration.from_pretrained(model, **load).eval()
         t2i_parts = {} if t2i is None else cls.load_t2i(t2i, dtype)
@@ -168,8 +173,12 @@ class FlexMusePipeline(DiffusionPipeline):
             return_dict (`bool`, defaults to `True`): return a [`FlexMusePipelineOutput`] instead of
                 the tuple `(paragraphs, images)`.
         """
-        if not isinstance(topic, str) or not topic.strip():
-            raise ValueError("empty topic: a topic needs at least one visible character")
+        check_topic(topic)
+        check_writing_options({
+            "num_images": num_images if images is None else None,  # the limit is on drawn images
+            "num_inference_steps": num_inference_steps, "max_new_tokens": max_new_tokens, "num_beams": num_beams,
+            "temperature": temperature, "top_p": top_p, **generate_kwargs,
+        })
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
         if images is not None and len(images) == 0:
@@ -180,12 +189,10 @@ class FlexMusePipeline(DiffusionPipeline):
             raise ValueError("no images given and this pipeline has no text-to-image part: pass images, or load "
                              "the pipeline with a T2I model (FlexMusePipeline.from_model(..., t2i=...))")
 
-        pictures = None if images is None else [load_image(image) for image in images]  # fail before any work
+        pictures = None if images is None else load_images(images)  # fail before any work
         count = num_images if pictures is None else len(pictures)
         if count is None:
             count = 3
-        if count < 1:
-            raise ValueError(f"num_images must be at least 1, got {count}")
         *image_seeds, gate_seed, decode_seed = draw_seeds(generator, count + 2)
         if pictures is None:
             pictures = self.text_to_image(topic, image_seeds, height, width, num_inference_steps, guidance_scale)

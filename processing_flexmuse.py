@@ -7,9 +7,18 @@ from transformers import AutoImageProcessor, AutoTokenizer, BatchFeature, ByT5To
 from transformers.processing_utils import ProcessorMixin
 
 try:
-    from .images_flexmuse import ImageInput, load_image
+    from .images_flexmuse import ImageInput, load_images
 except ImportError:  # imported as a top-level module from a checkout
-    from images_flexmuse import ImageInput, load_image
+    from images_flexmuse import ImageInput, load_images
+
+
+def check_topic(topic, article: Optional[int] = None) -> None:
+    """A topic must be visible text; `article` numbers it within a batch."""
+    where = "" if article is None else f" (article {article})"
+    if not isinstance(topic, str):
+        raise ValueError(f"topic must be text{where}, got {type(topic).__name__}: {topic!r}")
+    if not topic.strip():
+        raise ValueError(f"empty topic{where}: a topic needs at least one visible character")
 
 
 class FlexMuseProcessor(ProcessorMixin):
@@ -60,8 +69,7 @@ class FlexMuseProcessor(ProcessorMixin):
         if len(images) != len(topics):
             raise ValueError(f"got {len(topics)} topics but {len(images)} image lists")
         for number, topic in enumerate(topics):
-            if not isinstance(topic, str) or not topic.strip():
-                raise ValueError(f"empty topic (article {number}): a topic needs at least one visible character")
+            check_topic(topic, number)
         for number, article_images in enumerate(images):
             if not article_images:
                 raise ValueError(f"article {number} ({topics[number]!r}) has no images")
@@ -70,7 +78,7 @@ class FlexMuseProcessor(ProcessorMixin):
         text = self.topic_tokenizer(
             distinct, padding=True, truncation=True, max_length=self.max_topic_length, return_tensors=return_tensors
         )
-        pictures = [load_image(image) for article_images in images for image in article_images]
+        pictures = [picture for article_images in images for picture in load_images(article_images)]
         pixel_values = self.image_processor(images=pictures, return_tensors=return_tensors)["pixel_values"]
         row = {topic: number for number, topic in enumerate(distinct)}
         topic_index = torch.tensor([row[topic] for topic, article_images in zip(topics, images) for _ in article_images])
@@ -126,4 +134,4 @@ class FlexMuseProcessor(ProcessorMixin):
 
 FlexMuseProcessor.register_for_auto_class("AutoProcessor")
 
-__all__ = ["FlexMuseProcessor"]
+__all__ = ["FlexMuseProcessor", "check_topic"]

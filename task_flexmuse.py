@@ -12,11 +12,13 @@ from transformers import AutoModel, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
 try:
-    from .images_flexmuse import load_image
-    from .writing_flexmuse import assemble_articles, draw_seeds, generate_paragraphs, writing_metadata
+    from .images_flexmuse import load_images
+    from .writing_flexmuse import (assemble_articles, check_writing_options, draw_seeds, generate_paragraphs,
+                                   writing_metadata)
 except ImportError:  # imported as a top-level module from a checkout
-    from images_flexmuse import load_image
-    from writing_flexmuse import assemble_articles, draw_seeds, generate_paragraphs, writing_metadata
+    from images_flexmuse import load_images
+    from writing_flexmuse import (assemble_articles, check_writing_options, draw_seeds, generate_paragraphs,
+                                  writing_metadata)
 
 TASK = "flexmuse"
 
@@ -47,7 +49,8 @@ class FlexMuseWritingPipeline(Pipeline):
             if isinstance(item, str):
                 item = {"topic": item, "images": images}
             if not isinstance(item, dict) or "topic" not in item:
-                raise ValueError(f"article {number}: expected a topic string or a dict with 'topic' and 'images'")
+                raise ValueError(f"article {number}: expected a topic string or a dict with 'topic' and 'images', "
+                                 f"got {type(item).__name__}")
             if not item.get("images"):
                 raise ValueError(f"article {number} ({item['topic']!r}) has no images; this pipeline needs images "
                                  "(FlexMusePipeline can draw them with its text-to-image part)")
@@ -64,11 +67,12 @@ class FlexMuseWritingPipeline(Pipeline):
 
     def _sanitize_parameters(self, seed=None, gate_mode=None, **generate_kwargs):
         generate_kwargs = {"max_new_tokens": 128, **generate_kwargs}
+        check_writing_options(generate_kwargs)
         return {}, {"seed": seed, "gate_mode": gate_mode, "generate_kwargs": generate_kwargs}, {}
 
     def preprocess(self, articles: tuple) -> dict:
         topics = [article["topic"] for article in articles]
-        images = [[load_image(image) for image in article["images"]] for article in articles]
+        images = [load_images(article["images"]) for article in articles]
         return {"inputs": self.processor(topics, images), "topics": topics, "images": images}
 
     def _forward(self, model_inputs: dict, seed: Optional[int] = None, gate_mode: Optional[str] = None,

@@ -79,7 +79,10 @@ def parse_stage_args(dataclass_types, stage: str, argv: Optional[Sequence[str]] 
         path = config_path(argv[at + 1])
         del argv[at: at + 2]
         with open(path, encoding="utf-8") as handle:
-            config = yaml.safe_load(handle) or {}
+            try:
+                config = yaml.safe_load(handle) or {}
+            except yaml.YAMLError as err:
+                raise ValueError(f"{path}: not valid YAML: {err}") from err
         if not isinstance(config, dict):
             raise ValueError(f"{path} must hold a YAML mapping")
         sections = {name: config.pop(name, None) or {} for name in STAGES}

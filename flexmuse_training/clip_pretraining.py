@@ -25,10 +25,11 @@ from images_flexmuse import load_image
 from processing_flexmuse import FlexMuseProcessor
 
 from .corpus import ATTRIBUTE_VALUES, describe
+from .trainer_args import OutputDirArguments
 
 
 @dataclass
-class ClipPretrainingConfig(TrainingArguments):
+class ClipPretrainingConfig(OutputDirArguments, TrainingArguments):
     r"""
     `TrainingArguments` for CLIP pretraining, with defaults for the tiny preset on the offline corpus.
 

@@ -14,6 +14,8 @@ import os
 from typing import Any, Optional, Union
 
 from datasets import Dataset, DatasetDict, Features, Image, List, Value, load_dataset
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 from PIL import Image as PILImage
 from transformers import IntervalStrategy
 
@@ -56,7 +58,15 @@ def load_articles(source: Union[str, Dataset, DatasetDict], split: str = "train"
     if os.path.isfile(path):
         rows = _read_csv(path) if path.endswith(".csv") else _read_jsonl(path)
         return _build(rows, os.path.dirname(os.path.abspath(path)), skip_bad, path)
-    return load_articles(load_dataset(path, split=split), split, skip_bad)  # a Hub dataset name
+    try:
+        validate_repo_id(path)
+    except HFValidationError:
+        raise FileNotFoundError(f"dataset {path!r}: no such file or folder") from None
+    try:  # a Hub dataset name
+        hub = load_dataset(path, split=split)
+    except (FileNotFoundError, ConnectionError) as err:  # datasets' DatasetNotFoundError is a FileNotFoundError
+        raise FileNotFoundError(f"dataset {path!r}: no such file or folder, nor a Hub dataset ({err})") from err
+    return load_articles(hub, split, skip_bad)
 
 
 def has_split(source: Union[str, Dataset, DatasetDict], split: str) -> bool:
@@ -207,6 +217,14 @@ def sft_view(articles: Dataset) -> Dataset:
     return rows.cast_column("image", Image())
 
 
+def check_dpo_articles(articles: Dataset, dataset, split: str) -> None:
+    """Refuse a split of which `dpo_view` would make no row, before a model is built or a row saved:
+    mscDPO rejects an article's other paragraphs, so it needs articles with two different ones."""
+    if not any(len({p.strip() for p in paragraphs}) > 1 for paragraphs in articles["paragraphs"]):
+        raise ValueError(f"no article in {dataset!r} split {split!r} has two or more different paragraphs: mscDPO "
+                         "needs an article's other paragraphs as the rejected ones")
+
+
 def dpo_view(articles: Dataset) -> tuple[Dataset, dict]:
     """One row per chunk: prompt (topic, image i), chosen = paragraph i, rejected = every other
     paragraph of the article, as the paper (identical or empty ones dropped; the trainer's
@@ -244,5 +262,5 @@ def dpo_view(articles: Dataset) -> tuple[Dataset, dict]:
     return rows.cast_column("prompt_image", Image()), stats
 
 
-__all__ = ["ARTICLE_FEATURES", "BadRecordError", "dpo_view", "has_split", "load_articles", "load_training_splits",
-           "sft_view"]
+__all__ = ["ARTICLE_FEATURES", "BadRecordError", "check_dpo_articles", "dpo_view", "has_split", "load_articles",
+           "load_training_splits", "sft_view"]

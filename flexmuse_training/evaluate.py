@@ -26,6 +26,7 @@ from .data import load_articles
 from .evaluation import Evaluator
 from .hub import update_model_index
 from .judge import CRITERIA, JudgeClient
+from .models import check_model_path
 
 logger = logging.getLogger("flexmuse.evaluate")
 
@@ -76,6 +77,9 @@ def bar_chart(scores: dict, path: str, title: str) -> None:
 
 def main(argv=None):
     (args,) = HfArgumentParser(EvaluateArguments).parse_args_into_dataclasses(args=argv)
+    check_model_path("model", args.model)  # before the data: a typo costs no loading
+    if args.update_model_card and not os.path.isdir(args.update_model_card):
+        raise FileNotFoundError(f"--update_model_card {args.update_model_card!r}: no such folder")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     articles = load_articles(args.data, args.split)
     if args.max_articles:

@@ -1,11 +1,30 @@
-"""The settings both FlexMUSE trainers add to their TRL / transformers config."""
+"""The settings both FlexMUSE trainers add to their TRL / transformers config, and the checks of a
+run's options that every training script makes before it reads data or builds a model."""
 
+import glob
+import os
+import shutil
 from dataclasses import dataclass, field
 from typing import Optional
 
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+
+# what marks an output folder as holding an earlier run (the model repo, train_info.json, checkpoints)
+EARLIER_RUN = ("config.json", "model.safetensors", "train_info.json", f"{PREFIX_CHECKPOINT_DIR}-*")
+# what only a training run writes (SFT / mscDPO, CLIP pretraining, checkpoints)
+RUN_RECORDS = ("train_info.json", "pretraining.json", f"{PREFIX_CHECKPOINT_DIR}-*")
+
 
 @dataclass
-class FlexMuseTrainerArguments:
+class OutputDirArguments:
+    """Mixed into every training config (transformers 5 dropped `TrainingArguments.overwrite_output_dir`)."""
+
+    overwrite_output_dir: bool = field(default=False, metadata={
+        "help": "start over in an output_dir that holds an earlier run: delete it first (its model and checkpoints)"})
+
+
+@dataclass
+class FlexMuseTrainerArguments(OutputDirArguments):
     r"""
     Mixed into [`FlexMuseSFTConfig`] and [`MscDPOConfig`] (before the transformers / TRL config).
 
@@ -31,4 +50,62 @@ class FlexMuseTrainerArguments:
     remove_unused_columns: bool = False
 
 
-__all__ = ["FlexMuseTrainerArguments"]
+def check_run_args(args) -> None:
+    """Refuse, before any data is read, what would fail late or go wrong quietly: a `max_steps` that
+    is no step count, a checkpoint to resume that is not there, and an `output_dir` holding an earlier
+    run, which the new one would overwrite (its checkpoints rotated away among the new ones) unless
+    `--overwrite_output_dir` starts over or `--resume_from_checkpoint` continues it. `resume_from_checkpoint
+    true` becomes the folder's last checkpoint."""
+    if args.max_steps == 0 or args.max_steps < -1:
+        raise ValueError(f"--max_steps must be a positive number of steps (or -1: train --num_train_epochs), "
+                         f"got {args.max_steps}")
+    out, resume = args.output_dir, args.resume_from_checkpoint
+    if os.path.isfile(out):
+        raise FileExistsError(f"--output_dir {out!r} is a file, not a folder")
+    if resume is not None and str(resume).lower() == "true":
+        resume = args.resume_from_checkpoint = get_last_checkpoint(out) if os.path.isdir(out) else None
+        if resume is None:
+            raise FileNotFoundError(f"--resume_from_checkpoint true: no {PREFIX_CHECKPOINT_DIR}-* folder in {out!r}")
+    elif resume and not os.path.isdir(resume):
+        raise FileNotFoundError(f"--resume_from_checkpoint {resume!r}: no such folder")
+    if not _holds_earlier_run(out):
+        return
+    if args.overwrite_output_dir and resume and _inside(resume, out):
+        raise ValueError(f"--overwrite_output_dir true would delete {resume!r}, which --resume_from_checkpoint "
+                         "continues: give one of the two")
+    if args.overwrite_output_dir and not resume:
+        _check_deletable(out)
+    if not (args.overwrite_output_dir or resume):
+        raise FileExistsError(f"--output_dir {out!r} holds an earlier run (a trained model or checkpoints): pass "
+                              "--overwrite_output_dir true to delete it and start over, or --resume_from_checkpoint "
+                              "<checkpoint folder or true> to continue it")
+
+
+def clear_earlier_run(args) -> None:
+    """With `--overwrite_output_dir`, delete the earlier run in `output_dir` (once, by the first process),
+    so no old model file or checkpoint survives beside the new ones. Called once the data and the
+    starting model have loaded: a data error leaves the earlier run in place, and a run may start
+    from the model it replaces."""
+    if args.overwrite_output_dir and args.process_index == 0 and _holds_earlier_run(args.output_dir):
+        shutil.rmtree(args.output_dir)
+
+
+def _check_deletable(folder: str) -> None:
+    """`--overwrite_output_dir` deletes the whole folder: only one a training run wrote (its record
+    or checkpoints there), never one where a stray config.json sits among other files."""
+    if not any(glob.glob(os.path.join(glob.escape(folder), pattern)) for pattern in RUN_RECORDS):
+        raise FileExistsError(f"--output_dir {folder!r} holds a model but no record of a training run "
+                              f"({', '.join(RUN_RECORDS)}); not deleting it, even with --overwrite_output_dir: "
+                              "choose another --output_dir")
+
+
+def _holds_earlier_run(folder: str) -> bool:
+    return any(glob.glob(os.path.join(glob.escape(folder), pattern)) for pattern in EARLIER_RUN)
+
+
+def _inside(path: str, folder: str) -> bool:
+    path, folder = os.path.abspath(path), os.path.abspath(folder)
+    return os.path.commonpath([path, folder]) == folder
+
+
+__all__ = ["FlexMuseTrainerArguments", "OutputDirArguments", "check_run_args", "clear_earlier_run"]

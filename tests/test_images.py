@@ -42,9 +42,8 @@ def test_sixteen_bit_images_scale_to_eight_bits(tmp_path):
     array = np.array([[0, 32896, 65535]], dtype=np.uint16)
     from_file = load_image(_saved(tmp_path, Image.fromarray(array), "deep.png"))
     assert [from_file.getpixel((x, 0))[0] for x in range(3)] == [0, 128, 255]
-    rgb16 = np.zeros((2, 2, 3), dtype=np.uint16)
-    rgb16[..., 2] = 65535
-    assert load_image(rgb16).getpixel((1, 1)) == (0, 0, 255)
+    with pytest.raises(ImageLoadError, match=r"a uint16 array with values in \[0, 65535\]"):  # 16 bits or 12?
+        load_image(np.array([[0, 65535]], dtype=np.uint16))
 
 
 def test_numpy_arrays():

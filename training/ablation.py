@@ -12,6 +12,7 @@ Every SFT trains the same steps and every preference stage the same steps, learn
 import argparse
 import datetime
 import os
+import sys
 import time
 
 import dpo  # the sibling scripts: this file runs as training/ablation.py
@@ -21,6 +22,7 @@ import torch
 
 from flexmuse_training.corpus import make_corpus
 from flexmuse_training.data import load_articles
+from flexmuse_training.errors import run_script
 from flexmuse_training.evaluation import Evaluator, comparison_table
 from modeling_flexmuse import FlexMuseForConditionalGeneration
 from processing_flexmuse import FlexMuseProcessor
@@ -40,7 +42,7 @@ def train_rows(data: str, out: str, clip: str, sft_steps: int, dpo_steps: int) -
     """Train every SFT variant once and every preference stage on top of it; return the folders."""
     common = ["--config", CONFIG, "--dataset", data, "--disable_tqdm", "true", "--eval_strategy", "no",
               "--save_strategy", "no", "--eval_split", "", "--logging_steps", "100",
-              "--encoder_name_or_path", clip]
+              "--encoder_name_or_path", clip, "--overwrite_output_dir", "true"]  # a rerun starts over
     folders, seconds = {}, {}
     for variant in dict.fromkeys(v for _, v, _ in ROWS):
         folder = os.path.join(out, f"sft-{variant}")
@@ -103,4 +105,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

@@ -5,9 +5,12 @@
 
 import argparse
 import os
+import sys
 
 from flexmuse_training.data import load_articles
+from flexmuse_training.errors import run_script
 from flexmuse_training.evaluation import Evaluator, comparison_table
+from flexmuse_training.models import check_model_path
 from modeling_flexmuse import FlexMuseForConditionalGeneration
 from processing_flexmuse import FlexMuseProcessor
 
@@ -22,18 +25,21 @@ def main(argv=None):
     parser.add_argument("--articles", type=int, default=4, help="articles saved as HTML/Markdown per model")
     parser.add_argument("--max-new-tokens", type=int, default=160)
     args = parser.parse_args(argv)
+    models = {}
+    for spec in args.model:
+        name, _, path = spec.rpartition("=")
+        check_model_path("model", path)
+        models[name or os.path.basename(os.path.normpath(path))] = path
 
     test = load_articles(args.data, args.split)
     evaluator = Evaluator(max_new_tokens=args.max_new_tokens)
     results = {}
-    for spec in args.model:
-        name, _, path = spec.rpartition("=")
-        name = name or os.path.basename(os.path.normpath(path))
+    for name, path in models.items():
         model = FlexMuseForConditionalGeneration.from_pretrained(path)
         result = evaluator(model, FlexMuseProcessor.from_pretrained(path), test)
         for number, article in enumerate(result.articles[: args.articles]):
             article.metadata["model"] = path
-            article.save(os.path.join(args.out, name, f"article_{number + 1:02d}"))
+            article.save(os.path.join(args.out, name, f"article_{number + 1:02d}"), overwrite=True)  # a rerun
         results[name] = result
 
     info = next(iter(results.values())).info
@@ -48,4 +54,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

@@ -11,17 +11,20 @@ YAML file and overridden on the command line. The trainer is flexmuse_training/d
 import logging
 import os
 import shutil
+import sys
 from dataclasses import asdict
 
 from transformers import set_seed
 
 from flexmuse_training.args import DataArguments, ModelArguments, parse_stage_args
 from flexmuse_training.corpus import is_offline_corpus
-from flexmuse_training.data import load_training_splits
+from flexmuse_training.data import check_dpo_articles, load_training_splits
 from flexmuse_training.dpo_config import MscDPOConfig
 from flexmuse_training.dpo_trainer import ROWS_DIR, MscDPOTrainer, sampled_rejected_rows
+from flexmuse_training.errors import run_script
 from flexmuse_training.hub import base_models_of, push_run, save_run, take_over_push
-from flexmuse_training.models import load_model_and_processor, lora_config
+from flexmuse_training.models import check_model_args, load_model_and_processor, lora_config
+from flexmuse_training.trainer_args import check_run_args, clear_earlier_run
 
 logger = logging.getLogger("flexmuse.dpo")
 
@@ -30,14 +33,21 @@ def main(argv=None):
     model_args, data_args, config = parse_stage_args((ModelArguments, DataArguments, MscDPOConfig), "dpo", argv)
     if not model_args.model_name_or_path:
         raise ValueError("mscDPO starts from a trained model: pass --model_name_or_path (e.g. out/sft)")
+    # the options, then the data: a mistake is reported before a model is built or anything written
+    check_model_args(model_args)
+    check_run_args(config)
     logging.basicConfig(level=logging.INFO if config.should_log else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     set_seed(config.seed)
     push_repo = take_over_push(config)
-    # the data first: a wrong path or split is reported before a model is built
     train, evaluation = load_training_splits(data_args, config)
+    if config.rejected_source == "article":
+        check_dpo_articles(train, data_args.dataset, data_args.train_split)
+    if evaluation is not None:
+        check_dpo_articles(evaluation, data_args.dataset, data_args.eval_split)
     lang = train[0]["lang"] or "zh"
     model, processor = load_model_and_processor(model_args)
+    clear_earlier_run(config)  # after loading: the model may come from the folder it clears
     if config.rejected_source == "sample":
         config.max_rejected = 1
         train = sampled_rejected_rows(model.eval(), processor, train, config.seed, config.sample_max_new_tokens)
@@ -70,4 +80,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

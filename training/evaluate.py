@@ -6,7 +6,10 @@
 The same as `flexmuse evaluate`; the options and the evaluator are in flexmuse_training/evaluate.py.
 """
 
+import sys
+
+from flexmuse_training.errors import run_script
 from flexmuse_training.evaluate import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

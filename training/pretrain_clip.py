@@ -11,26 +11,33 @@ defaults) can be set on the command line.
 import json
 import logging
 import os
+import sys
 
 from transformers import ByT5Tokenizer, CLIPConfig, CLIPModel, HfArgumentParser, set_seed
 
 from configuration_flexmuse import FlexMuseConfig
 from flexmuse_training.args import DataArguments
 from flexmuse_training.clip_pretraining import ClipPretrainingConfig, pretrain_clip
-from flexmuse_training.data import load_articles
+from flexmuse_training.data import load_training_splits
+from flexmuse_training.errors import run_script
+from flexmuse_training.trainer_args import check_run_args, clear_earlier_run
 
 logger = logging.getLogger("flexmuse.pretrain_clip")
 
 
 def main(argv=None):
     data_args, args = HfArgumentParser((DataArguments, ClipPretrainingConfig)).parse_args_into_dataclasses(args=argv)
+    if not data_args.eval_split:
+        raise ValueError("--eval_split '': CLIP pretraining reports its held-out recall and needs a split apart "
+                         "from the training articles")
+    check_run_args(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     set_seed(args.seed)
     config = CLIPConfig(**FlexMuseConfig.tiny().encoder.to_dict())
     config.vision_config.image_size = args.image_size
     config.text_config.max_position_embeddings = args.max_caption_length
-    train = load_articles(data_args.dataset, data_args.train_split, skip_bad=data_args.skip_bad)
-    evaluation = load_articles(data_args.dataset, data_args.eval_split or "validation", skip_bad=data_args.skip_bad)
+    train, evaluation = load_training_splits(data_args, args)  # refuses a source without a held-out split
+    clear_earlier_run(args)
     metrics = pretrain_clip(CLIPModel(config), ByT5Tokenizer(), args, train, evaluation)
     with open(os.path.join(args.output_dir, "pretraining.json"), "w", encoding="utf-8") as handle:
         json.dump({"dataset": data_args.dataset, **metrics}, handle, indent=2)
@@ -40,4 +47,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

@@ -8,6 +8,7 @@ overridden on the command line.
 """
 
 import logging
+import sys
 from dataclasses import asdict
 
 from transformers import set_seed
@@ -15,10 +16,12 @@ from transformers import set_seed
 from flexmuse_training.args import DataArguments, ModelArguments, parse_stage_args
 from flexmuse_training.corpus import is_offline_corpus
 from flexmuse_training.data import load_training_splits
+from flexmuse_training.errors import run_script
 from flexmuse_training.hub import base_models_of, declare_pipeline, push_run, save_run, take_over_push
-from flexmuse_training.models import base_model_ids, load_model_and_processor, lora_config
+from flexmuse_training.models import base_model_ids, check_model_args, load_model_and_processor, lora_config
 from flexmuse_training.sft_config import FlexMuseSFTConfig
 from flexmuse_training.sft_trainer import FlexMuseSFTTrainer
+from flexmuse_training.trainer_args import check_run_args, clear_earlier_run
 
 logger = logging.getLogger("flexmuse.sft")
 
@@ -26,15 +29,18 @@ logger = logging.getLogger("flexmuse.sft")
 def main(argv=None):
     model_args, data_args, training_args = parse_stage_args((ModelArguments, DataArguments, FlexMuseSFTConfig), "sft",
                                                             argv)
+    # the options, then the data: a mistake is reported before a model is built or anything deleted
+    check_model_args(model_args)
+    check_run_args(training_args)
     logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     set_seed(training_args.seed)
     push_repo = take_over_push(training_args)
 
-    # the data first: a wrong path or split is reported before a model is built
     train, evaluation = load_training_splits(data_args, training_args)
     lang = train[0]["lang"] or "zh"
     model, processor = load_model_and_processor(model_args)
+    clear_earlier_run(training_args)  # after loading: the model may come from the folder it clears
     declare_pipeline(model)
     if model_args.use_lora:
         from peft import get_peft_model
@@ -70,4 +76,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))
