@@ -110,6 +110,10 @@ def _corpus_parser(subparsers, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lang", choices=("zh", "en"), default="zh")
     parser.add_argument("--chunks", type=int, default=None, help="images per article (default: 2-4 at random)")
+    parser.add_argument("--shortcut", type=float, default=None, metavar="SHARE",
+                        help="the topic-shortcut variant: every topic names a colour, which each image has with "
+                        "probability SHARE (e.g. 0.8) in train and validation and never in test; rows also hold "
+                        "topic_colour (default: the ordinary corpus)")
     parser.set_defaults(func=_make_corpus)
 
 
@@ -117,8 +121,9 @@ def _make_corpus(args: argparse.Namespace) -> int:
     from flexmuse_training.corpus import make_corpus
 
     sizes = make_corpus(args.out, args.articles, seed=args.seed, lang=args.lang, eval_articles=args.eval_articles,
-                        chunks=args.chunks)
-    print(f"wrote {sizes} articles ({args.lang}) to {args.out}")
+                        chunks=args.chunks, shortcut=args.shortcut)
+    variant = "" if args.shortcut is None else f", topic shortcut {args.shortcut:g}"
+    print(f"wrote {sizes} articles ({args.lang}{variant}) to {args.out}")
     return 0
 
 

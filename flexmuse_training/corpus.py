@@ -11,6 +11,13 @@ apart only by shape or position. About half the topics also name what one of the
 msaGate's similarity σ has something to tell. Everything is
 deterministic in the seed; train, validation and test come from different seeds.
 
+The shortcut variant (`make_corpus(..., shortcut=0.8)`) tests over-reliance on the topic: every
+topic names a colour ("海边的红色精品酒店" / "The red seaside boutique hotel"); in train and
+validation each image has that colour with probability `shortcut`, so the topic alone predicts most
+colours; in test no image has it, so a writer that copies the topic's colour is wrong and one that
+looks is right. Paragraphs still describe their image truthfully. The named colour is in the topic
+text (`topic_colour(topic, lang)` reads it back) and in the metadata row's `topic_colour` field.
+
 The layout written is the Hub's imagefolder convention: `<split>/metadata.jsonl` whose rows hold
 `file_names` (the images), `topic`, `paragraphs`, `lang`, and for each image its true `attributes`
 (colour, shape, position: what `parse_paragraph` reads back from a written paragraph) and a short
@@ -59,8 +66,17 @@ class Chunk:
     position: int
 
 
-def topic_text(theme: int, subject: int, lang: str, named: Optional[Chunk] = None) -> str:
-    """The article's topic; `named`: the image whose colour and shape the topic names too."""
+def topic_text(theme: int, subject: int, lang: str, named: Optional[Chunk] = None,
+               colour: Optional[int] = None) -> str:
+    """The article's topic; `named`: the image whose colour and shape the topic names too;
+    `colour`: a colour the topic's subject is given ("海边的红色精品酒店", "The red seaside boutique
+    hotel"), the shortcut variant's topics (part of the base topic, so paragraphs open with it)."""
+    if colour is not None:
+        if named is not None:
+            raise ValueError("a topic names either an image (named) or a colour, not both")
+        if lang == "zh":
+            return f"{THEMES[theme][0]}的{COLORS[colour][0]}{SUBJECTS[subject][0]}"
+        return f"The {COLORS[colour][1]} {THEMES[theme][1]} {SUBJECTS[subject][1]}"
     if lang == "zh":
         topic = f"{THEMES[theme][0]}的{SUBJECTS[subject][0]}"
         return topic if named is None else f"{topic}与{COLORS[named.color][0]}{SHAPES[named.shape][0]}"
@@ -71,6 +87,21 @@ def topic_text(theme: int, subject: int, lang: str, named: Optional[Chunk] = Non
 def base_topic(topic: str, lang: str) -> str:
     """The theme and subject of a topic, without the image it may name: what a paragraph opens with."""
     return topic.split("与")[0] if lang == "zh" else topic.split(" and the ")[0]
+
+
+def topic_colour(topic: str, lang: str) -> Optional[str]:
+    """The colour (English name, as in `attributes`) that a topic's theme and subject name, as the
+    shortcut variant's topics do ("海边的红色精品酒店" -> "red"); None where they name none or
+    several. The image a topic may name after "与" / " and the " is not counted."""
+    found = _colours_in(base_topic(topic, lang), lang)
+    return found.pop() if len(found) == 1 else None
+
+
+def _colours_in(text: str, lang: str) -> set:
+    words = _vocabulary(lang)["color"]
+    if lang == "zh":
+        return {name for word, name in words.items() if word in text}
+    return {name for word, name in words.items() if re.search(rf"\b{re.escape(word)}\b", text, re.I)}
 
 
 def paragraph_text(topic: str, chunk: Chunk, lang: str) -> str:
@@ -120,10 +151,18 @@ def _vocabulary(lang: str) -> dict:
 def parse_paragraph(text: str, topic: str, lang: str) -> dict:
     """Read a written paragraph back into the corpus's attributes: for each of colour, shape and
     position the one value it names after the topic (None where it names none or several), and
-    whether it opens with the article's theme and subject as the corpus's paragraphs do."""
-    opening = f"{base_topic(topic, lang)}，" if lang == "zh" else f"At {_article(base_topic(topic, lang))},"
+    whether it opens with the article's theme and subject as the corpus's paragraphs do. A colour
+    the topic itself names (the shortcut variant's topics) is not read as the image's, wherever
+    the text repeats it with the topic's words."""
+    base = base_topic(topic, lang)
+    opening = f"{base}，" if lang == "zh" else f"At {_article(base)},"
     parsed = {"topic": text.startswith(opening)}
     body = text[len(opening):] if parsed["topic"] else text  # a topic may name a colour and shape too
+    colour = topic_colour(topic, lang)
+    if colour is not None:
+        # a topic that names a colour ("海边的红色精品酒店"): its colour word, where the topic's words
+        # recur in the text (a reworded opening, a mention later on), is not the image's colour
+        body = _without_topic_colour(body, base, colour, lang)
     for attribute, words in _vocabulary(lang).items():
         if lang == "zh":
             found = {name for word, name in words.items() if word in body}
@@ -131,6 +170,24 @@ def parse_paragraph(text: str, topic: str, lang: str) -> dict:
             found = {name for word, name in words.items() if re.search(rf"\b{re.escape(word)}\b", body, re.I)}
         parsed[attribute] = found.pop() if len(found) == 1 else None
     return parsed
+
+
+def _without_topic_colour(text: str, base: str, colour: str, lang: str) -> str:
+    """`text` with the places that repeat a colour-naming topic blanked out: the topic's colour
+    word followed by one or more of the topic's other words ("红色精品酒店", "红色的海边精品酒店";
+    "red seaside boutique hotel", "red hotel" for "The red seaside boutique hotel")."""
+    word = next(w for w, name in _vocabulary(lang)["color"].items() if name == colour)
+    if lang == "zh":
+        others = [part for part in re.split(f"的|{re.escape(word)}", base) if part]
+        if not others:
+            return text
+        pattern = rf"{re.escape(word)}(?:的?(?:{'|'.join(map(re.escape, others))}))+"
+        return re.sub(pattern, " ", text)
+    others = [w for w in re.findall(r"[\w'-]+", base) if w.lower() not in (word, "the", "a", "an")]
+    if not others:
+        return text
+    pattern = rf"\b{re.escape(word)}(?:\s+(?:{'|'.join(map(re.escape, others))}))+\b"
+    return re.sub(pattern, " ", text, flags=re.I)
 
 
 def _subject_strip(draw: ImageDraw.ImageDraw, subject: int, size: int) -> None:
@@ -174,16 +231,22 @@ class CorpusArticle:
     paragraphs: list[str]
     attributes: list[dict]  # per image: its true colour, shape and position
     captions: list[str]  # per image: theme and attributes, the CLIP pretraining text
+    topic_colour: Optional[str] = None  # shortcut variant: the colour the topic names (English name)
 
 
-def make_articles(count: int, seed: int, lang: str, chunks: Optional[int] = None):
+def make_articles(count: int, seed: int, lang: str, chunks: Optional[int] = None, shortcut: Optional[float] = None):
     """Yield `count` `CorpusArticle`s, deterministic in `seed`; each has `chunks` images, or 2-4
-    drawn at random."""
+    drawn at random. `shortcut`: the shortcut variant, whose topics name a colour that each image
+    has with probability `shortcut` (0: never); None, the default: the ordinary corpus."""
     if lang not in ("zh", "en"):
         raise ValueError(f"lang must be 'zh' or 'en', got {lang!r}")
     if chunks is not None and not 1 <= chunks <= len(COLORS):
         raise ValueError(f"chunks must be between 1 and {len(COLORS)}, got {chunks}")
+    _check_shortcut(shortcut)
     rng = random.Random(seed)
+    if shortcut is not None:
+        yield from _shortcut_articles(count, rng, lang, chunks, shortcut)
+        return
     for _ in range(count):
         theme, subject = rng.randrange(len(THEMES)), rng.randrange(len(SUBJECTS))
         n = rng.randint(2, 4) if chunks is None else chunks
@@ -204,11 +267,43 @@ def make_articles(count: int, seed: int, lang: str, chunks: Optional[int] = None
                             captions=[caption_text(theme, subject, c, lang) for c in article])
 
 
-def write_split(directory: str, count: int, seed: int, lang: str, chunks: Optional[int] = None) -> int:
-    """Write one split in the imagefolder layout; return the number of articles."""
+def _check_shortcut(shortcut: Optional[float]) -> None:
+    if shortcut is not None and not (isinstance(shortcut, (int, float)) and 0.0 <= shortcut <= 1.0):
+        raise ValueError(f"shortcut must be between 0 and 1, got {shortcut!r}")
+
+
+def _shortcut_articles(count: int, rng: random.Random, lang: str, chunks: Optional[int], share: float):
+    """The shortcut variant's articles: the topic names a colour; each image has it with
+    probability `share`, else another colour; no two images of an article alike in all three
+    attributes (so no two paragraphs are the same)."""
+    for _ in range(count):
+        theme, subject = rng.randrange(len(THEMES)), rng.randrange(len(SUBJECTS))
+        n = rng.randint(2, 4) if chunks is None else chunks
+        colour = rng.randrange(len(COLORS))
+        others = [c for c in range(len(COLORS)) if c != colour]
+        article, seen = [], set()
+        for _ in range(n):
+            c = colour if rng.random() < share else rng.choice(others)
+            chunk = Chunk(c, rng.randrange(len(SHAPES)), rng.randrange(len(POSITIONS)))
+            while (chunk.color, chunk.shape, chunk.position) in seen:
+                chunk = Chunk(c, rng.randrange(len(SHAPES)), rng.randrange(len(POSITIONS)))
+            seen.add((chunk.color, chunk.shape, chunk.position))
+            article.append(chunk)
+        topic = topic_text(theme, subject, lang, colour=colour)
+        yield CorpusArticle(topic=topic, images=[draw_image(theme, subject, chunk, rng) for chunk in article],
+                            paragraphs=[paragraph_text(topic, c, lang) for c in article],
+                            attributes=[attributes_of(c) for c in article],
+                            captions=[caption_text(theme, subject, c, lang) for c in article],
+                            topic_colour=COLORS[colour][1])
+
+
+def write_split(directory: str, count: int, seed: int, lang: str, chunks: Optional[int] = None,
+                shortcut: Optional[float] = None) -> int:
+    """Write one split in the imagefolder layout; return the number of articles. `shortcut`: as
+    for `make_articles`; its rows also hold `topic_colour`."""
     os.makedirs(directory, exist_ok=True)
     rows = []
-    for number, article in enumerate(make_articles(count, seed, lang, chunks)):
+    for number, article in enumerate(make_articles(count, seed, lang, chunks, shortcut)):
         names = []
         for index, image in enumerate(article.images):
             name = f"{number:05d}_{index}.png"
@@ -216,21 +311,31 @@ def write_split(directory: str, count: int, seed: int, lang: str, chunks: Option
             names.append(name)
         rows.append({"file_names": names, "topic": article.topic, "paragraphs": article.paragraphs, "lang": lang,
                      "attributes": article.attributes, "captions": article.captions})
+        if shortcut is not None:
+            rows[-1]["topic_colour"] = article.topic_colour
     with open(os.path.join(directory, "metadata.jsonl"), "w", encoding="utf-8") as handle:
         handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     return len(rows)
 
 
 def make_corpus(out: str, articles: int, seed: int = 0, lang: str = "zh", eval_articles: int = 0,
-                chunks: Optional[int] = None) -> dict:
+                chunks: Optional[int] = None, shortcut: Optional[float] = None) -> dict:
     """train (`articles`), validation and test (`eval_articles` each, default articles // 8, at
-    least 8) under `out`, each split from its own seed."""
+    least 8) under `out`, each split from its own seed. `shortcut` (e.g. 0.8): the shortcut
+    variant: every topic names a colour, which each image has with probability `shortcut` in
+    train and validation and never in test (see the module's docstring); None: the ordinary corpus."""
+    _check_shortcut(shortcut)
     eval_articles = eval_articles or max(8, articles // 8)
     sizes = {"train": articles, "validation": eval_articles, "test": eval_articles}
-    counts = {split: write_split(os.path.join(out, split), n, seed + SPLIT_SEED_OFFSETS[split], lang, chunks)
+    shares = {"train": shortcut, "validation": shortcut, "test": None if shortcut is None else 0.0}
+    counts = {split: write_split(os.path.join(out, split), n, seed + SPLIT_SEED_OFFSETS[split], lang, chunks,
+                                 shares[split])
               for split, n in sizes.items()}
+    marker = {"seed": seed, "lang": lang, "articles": counts}
+    if shortcut is not None:
+        marker["shortcut"] = shortcut
     with open(os.path.join(out, CORPUS_MARKER), "w", encoding="utf-8") as handle:
-        json.dump({"seed": seed, "lang": lang, "articles": counts}, handle)
+        json.dump(marker, handle)
     return counts
 
 
@@ -240,4 +345,5 @@ def is_offline_corpus(path: str) -> bool:
 
 
 __all__ = ["ATTRIBUTE_VALUES", "CorpusArticle", "attributes_of", "base_topic", "caption_text", "describe",
-           "is_offline_corpus", "make_articles", "make_corpus", "paragraph_text", "parse_paragraph", "topic_text"]
+           "is_offline_corpus", "make_articles", "make_corpus", "paragraph_text", "parse_paragraph", "topic_colour",
+           "topic_text"]

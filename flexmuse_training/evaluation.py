@@ -12,6 +12,7 @@ once, here, and reaches every caller.
 
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -21,7 +22,8 @@ from article_flexmuse import Article
 from writing_flexmuse import write_articles
 
 from .judge import CRITERIA, JudgeClient, aggregate
-from .metrics import alignment_scores, bertscore_f1, clip_similarity, grounding_scores, rouge_scores
+from .metrics import (alignment_matrices, alignment_scores, bertscore_f1, clip_similarity, distinct_n, grounding_scores,
+                      rouge_scores, self_bleu, swapped_alignment_scores, text_units, topic_consistency)
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +31,12 @@ logger = logging.getLogger(__name__)
 METRIC_LABELS = {
     "rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "bertscore_f1": "BERTScore F1",
     "alignment_accuracy": "alignment accuracy", "alignment_accuracy_same_colour": "alignment accuracy, same-colour pairs",
+    "swapped_alignment_accuracy": "swapped-image alignment accuracy",
+    "swapped_alignment_accuracy_same_colour": "swapped-image alignment accuracy, same-colour pairs",
     "grounding_color": "colour correct", "grounding_shape": "shape correct", "grounding_position": "position correct",
     "grounding_all": "all three correct", "grounding_unparseable": "unparseable", "topic_reproduced": "topic reproduced",
+    "grounding_topic_colour_copied": "topic's colour copied",
+    "topic_consistency": "topic consistency", "distinct_2": "distinct-2", "self_bleu": "self-BLEU",
     "gate_masked": "msaGate: topics masked", "gate_similarity_mean": "msaGate: mean σ",
     "clip_similarity": "CLIP paragraph-image similarity",
     **{name: name for name in CRITERIA},
@@ -51,6 +57,8 @@ class EvaluationResult:
         lines = [f"{title}: {self.info['articles']} articles, {self.info['paragraphs']} paragraphs."]
         if "rouge_tokenization" in self.info:
             lines[0] += f" ROUGE tokenised by {self.info['rouge_tokenization']}."
+        if "text_units" in self.info:
+            lines[0] += f" Distinct-2, self-BLEU and topic consistency count {self.info['text_units']}."
         lines += ["", "| metric | value |", "|---|---|"]
         lines += [f"| {label} | {self.metrics[key]:.4f} |" for key, label in METRIC_LABELS.items()
                   if self.metrics.get(key) is not None]
@@ -105,6 +113,16 @@ class _Scoring:
     def references(self) -> list[str]:
         return [p for paragraphs in self.articles["paragraphs"] for p in paragraphs]
 
+    @cached_property
+    def alignment_matrices(self) -> list:
+        """Per reference article, log p(paragraph_j | T, V_i) for all i, j (`metrics.alignment_matrices`):
+        computed once, read by both alignment metrics."""
+        return alignment_matrices(self.model, self.processor, self.articles, seed=self.evaluator.seed)
+
+    def note_units(self) -> None:
+        """Name the units distinct-2, self-BLEU and topic consistency count (ROUGE's) in `info`."""
+        self.info["text_units"] = text_units(self.lang, self.evaluator.rouge_tokenization)[1]
+
 
 def _rouge(s: _Scoring) -> dict:
     rouge = rouge_scores(s.predictions, s.references, s.lang, tokenization=s.evaluator.rouge_tokenization)
@@ -124,7 +142,37 @@ def _bertscore(s: _Scoring) -> dict:
 
 
 def _alignment(s: _Scoring) -> dict:
-    return alignment_scores(s.model, s.processor, s.articles, seed=s.evaluator.seed)
+    """`alignment_accuracy` (and `_same_colour`): reference paragraphs compared under one image."""
+    return alignment_scores(s.model, s.processor, s.articles, matrices=s.alignment_matrices)
+
+
+def _swapped(s: _Scoring) -> dict:
+    """`swapped_alignment_accuracy` (and `_same_colour` where the articles record attributes): the share
+    of ordered pairs (i, j ≠ i) within a reference article with log p(p_i | T, V_i) > log p(p_i | T, V_j),
+    each reference paragraph likelier under its own image than under another of its article's images;
+    the paragraph's prior cancels. Reads the same log-probabilities (and msaGate draws) as `alignment`."""
+    return swapped_alignment_scores(s.model, s.processor, s.articles, matrices=s.alignment_matrices)
+
+
+def _diversity(s: _Scoring) -> dict:
+    """Within-article diversity of the written articles, in ROUGE's units: `distinct_2`, distinct over
+    all bigrams pooled over an article's paragraphs, averaged over articles (higher = more diverse), and
+    `self_bleu`, the mean BLEU-4 of each paragraph against its article's other paragraphs, averaged over
+    articles of at least two paragraphs (0-1, lower = more diverse; NaN when there is none)."""
+    s.note_units()
+    written = [article.paragraphs for article in s.written]
+    tokenization = s.evaluator.rouge_tokenization
+    return {"distinct_2": distinct_n(written, s.lang, tokenization, n=2),
+            "self_bleu": self_bleu(written, s.lang, tokenization)}
+
+
+def _topic(s: _Scoring) -> dict:
+    """`topic_consistency`: the share of written paragraphs that contain their article's topic (or its
+    base topic) or at least half of the topic's content units (`metrics.topic_consistency`); works
+    for any dataset, beside grounding's corpus-only `topic_reproduced`."""
+    s.note_units()
+    topics = [a.topic for a in s.written for _ in a.sections]
+    return {"topic_consistency": topic_consistency(s.predictions, topics, s.lang, s.evaluator.rouge_tokenization)}
 
 
 def _grounding(s: _Scoring) -> dict:
@@ -167,12 +215,12 @@ def _judge(s: _Scoring) -> dict:
 
 
 METRICS: dict[str, Callable[[_Scoring], dict]] = {
-    "rouge": _rouge, "bertscore": _bertscore, "alignment": _alignment, "grounding": _grounding, "gate": _gate,
-    "clip": _clip, "judge": _judge,
+    "rouge": _rouge, "bertscore": _bertscore, "alignment": _alignment, "swapped": _swapped, "grounding": _grounding,
+    "topic": _topic, "diversity": _diversity, "gate": _gate, "clip": _clip, "judge": _judge,
 }
 # what every scoring place reports (training-time evaluation, the demo, the ablation, `flexmuse
 # evaluate`); the last adds the costlier or optional ones
-DEFAULT_METRICS = ("rouge", "alignment", "grounding", "gate")
+DEFAULT_METRICS = ("rouge", "alignment", "swapped", "grounding", "topic", "diversity", "gate")
 
 
 class Evaluator:
@@ -180,14 +228,14 @@ class Evaluator:
     Writes a model's articles for a split and scores them.
 
     Args:
-        metrics: names from `METRICS` (`rouge`, `bertscore`, `alignment`, `grounding`, `gate`, `clip`,
-            `judge`); default
-            `DEFAULT_METRICS`.
+        metrics: names from `METRICS` (`rouge`, `bertscore`, `alignment`, `swapped`, `grounding`, `topic`,
+            `diversity`, `gate`, `clip`, `judge`); default `DEFAULT_METRICS`.
         extra_metrics: computed after `metrics` (e.g. `("clip", "bertscore")` beside the defaults).
         max_new_tokens, num_beams: decoding of the paragraphs (greedy by default).
         seed: seeds the msaGate draws (writing and alignment), so a rerun scores the same articles.
         batch_articles: articles written per `generate` call.
-        rouge_tokenization: Chinese ROUGE units, `char` or `jieba`.
+        rouge_tokenization: Chinese ROUGE units, `char` or `jieba` (distinct-2, self-BLEU and topic
+            consistency count the same units).
         bertscore_model, bertscore_layers: a BERTScore model (name or local folder) and the layer to read.
         judge: a [`JudgeClient`] for the LLM-judge scores.
     """

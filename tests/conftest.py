@@ -19,7 +19,11 @@ def load_script(name):
     """A script of training/ (e.g. "sft") as a module, to call its `main(argv)` in this process."""
     spec = importlib.util.spec_from_file_location(f"flexmuse_script_{name}", os.path.join(REPO, "training", f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.path.insert(0, os.path.join(REPO, "training"))  # as when run: the script's folder is on the path
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(os.path.join(REPO, "training"))
     return module
 
 

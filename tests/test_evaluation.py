@@ -17,7 +17,11 @@ from flexmuse_training import evaluate
 from flexmuse_training.corpus import make_corpus
 from flexmuse_training.data import load_articles
 from flexmuse_training.hub import save_model_repo, update_model_index, write_model_card
-from flexmuse_training.metrics import alignment_scores, bertscore_f1, clip_similarity, grounding_scores, rouge_scores
+from flexmuse_training import evaluation
+from flexmuse_training.evaluation import Evaluator
+from flexmuse_training.metrics import (alignment_matrices, alignment_scores, bertscore_f1, clip_similarity, distinct_n,
+                                       grounding_scores, rouge_scores, self_bleu, swapped_alignment_scores,
+                                       topic_consistency)
 
 
 def test_rouge_on_chinese_by_hand():
@@ -172,3 +176,123 @@ def test_alignment_on_same_colour_pairs_counts_only_those_pairs(tmp_path, monkey
     assert perfect == {"alignment_accuracy": 1.0, "alignment_accuracy_same_colour": 1.0}
     no_attributes = articles.map(lambda row: {"attributes": []})
     assert set(alignment_scores(model, processor, no_attributes)) == {"alignment_accuracy"}
+
+
+def test_distinct_2_and_self_bleu_by_hand():
+    same = ["红色圆形", "红色圆形"]  # bigrams 红色 色圆 圆形 twice: 3 distinct of 6; each paragraph BLEU-4 1 against the other
+    apart = ["海边", "森林"]  # bigrams 海边 森林: 2 of 2; no character shared: BLEU 0
+    alone = ["蓝方蓝方"]  # bigrams 蓝方 方蓝 蓝方: 2 of 3; one paragraph: no self-BLEU
+    assert distinct_n([same], "zh") == 0.5 and self_bleu([same], "zh") == pytest.approx(1.0, abs=1e-12)
+    assert distinct_n([apart], "zh") == 1.0 and self_bleu([apart], "zh") == 0.0
+    assert distinct_n([same, apart, alone], "zh") == pytest.approx((0.5 + 1 + 2 / 3) / 3, abs=1e-12)
+    assert self_bleu([same, apart, alone], "zh") == pytest.approx(0.5, abs=1e-12)  # articles of >= 2 paragraphs
+    assert self_bleu([alone], "zh") != self_bleu([alone], "zh")  # NaN: nothing to average
+    assert distinct_n([["", " "]], "zh") == 0.0  # nothing written scores 0, not 1
+    # English in ROUGE's words (case and punctuation dropped): the red circle sits left / right
+    # bigrams: 4 + 4, of which the red, red circle, circle sits repeat: 5 distinct of 8
+    # BLEU-4 of one against the other: p1 = 4/5, p2 = 3/4, p3 = 2/3, p4 = 1/2, equal lengths (no penalty)
+    english = ["The red circle sits left.", "the red circle sits, right"]
+    assert distinct_n([english], "en") == 5 / 8
+    assert self_bleu([english], "en") == pytest.approx((4 / 5 * 3 / 4 * 2 / 3 * 1 / 2) ** 0.25, abs=1e-9)
+    # jieba words: 红色 / 圆形 are two words, one bigram per paragraph, the same: 1 distinct of 2
+    assert distinct_n([same], "zh", tokenization="jieba") == 0.5
+
+
+def test_topic_consistency_by_hand():
+    topic = "海边的精品酒店与红色圆形"  # content characters 海边精品酒店红色圆形: 10 (的 and 与 left out)
+    paragraphs = [
+        "海边的精品酒店，画面左侧有一个蓝色的方形。",  # contains the base topic 海边的精品酒店
+        "森林里的红色圆形酒店",  # shares 红色圆形酒店: 6 of 10
+        "红色圆形海",  # shares 5 of 10: exactly half counts
+        "画面里有红色圆形",  # shares 4 of 10
+        "",
+    ]
+    assert topic_consistency(paragraphs, [topic] * 5, "zh") == 3 / 5
+    english_topic = "The seaside boutique hotel and the red circle"  # content: seaside boutique hotel red circle
+    english = [
+        "At the seaside boutique hotel, a blue bar sits on the right.",  # contains the base topic
+        "A red circle by the sea.",  # shares red, circle: 2 of 5
+        "The boutique hotel's red door.",  # shares boutique, hotel, red: 3 of 5
+        "THE SEASIDE BOUTIQUE HOTEL AND THE RED CIRCLE",  # the topic, in capitals
+    ]
+    assert topic_consistency(english, [english_topic] * 4, "en") == 3 / 4
+    with pytest.raises(ValueError, match="one topic per paragraph"):
+        topic_consistency(paragraphs, [topic], "zh")
+
+
+def test_swapped_alignment_cancels_the_paragraph_prior(tmp_path, monkeypatch):
+    make_corpus(str(tmp_path), articles=2, seed=0, eval_articles=8)
+    articles = load_articles(str(tmp_path), "test")
+    model, processor = make_model(), FlexMuseProcessor.tiny()
+    # log p(paragraph p | T, image i) = -10 p (a prior: later paragraphs are unlikelier under any image)
+    # + 1 when i is p's own image + 2 when i is image 0 and p is not paragraph 0 (image 0 attracts every paragraph)
+    bonus = lambda p, i: (p == i) + 2 * (i == 0 and p != 0)  # noqa: E731
+    calls = []
+
+    def log_probs(self, labels, memory, index):
+        n = int(len(index) ** 0.5)
+        calls.append(n)
+        paragraph = torch.arange(len(index)) % n  # row i * n + p: paragraph p under image i
+        return torch.tensor([-10.0 * p + bonus(p, i) for p, i in zip(paragraph.tolist(), index.tolist())])
+
+    monkeypatch.setattr(type(model), "paragraph_log_probs", log_probs)
+    sizes = [len(p) for p in articles["paragraphs"]]
+    scores = swapped_alignment_scores(model, processor, articles)
+    assert calls == [n for n in sizes if n >= 2]  # one batched call per article
+    # paragraph 0 beats every other image (n - 1 wins), paragraph p != 0 every image but image 0 (n - 2)
+    assert scores["swapped_alignment_accuracy"] == pytest.approx(
+        sum((n - 1) ** 2 for n in sizes) / sum(n * (n - 1) for n in sizes), abs=1e-12)
+    same = [(p, j) for a in articles["attributes"] for p in range(len(a)) for j in range(len(a))
+            if p != j and a[p]["color"] == a[j]["color"]]
+    assert same  # the corpus holds same-colour pairs
+    assert scores["swapped_alignment_accuracy_same_colour"] == pytest.approx(
+        sum(bonus(p, p) > bonus(p, j) for p, j in same) / len(same), abs=1e-12)
+    # the existing figure compares paragraphs under one image: the prior decides, image i wins iff i < p
+    assert alignment_scores(model, processor, articles) == {"alignment_accuracy": 0.5,
+                                                            "alignment_accuracy_same_colour": 0.5}
+    no_attributes = articles.map(lambda row: {"attributes": []})
+    assert set(swapped_alignment_scores(model, processor, no_attributes)) == {"swapped_alignment_accuracy"}
+
+
+def test_the_new_metrics_reach_an_evaluator_run(tmp_path, monkeypatch):
+    make_corpus(str(tmp_path), articles=2, seed=0, eval_articles=3)
+    articles = load_articles(str(tmp_path), "test")
+    model, processor = make_model(), FlexMuseProcessor.tiny()
+    built = []
+    counted = lambda *args, **kwargs: built.append(1) or alignment_matrices(*args, **kwargs)  # noqa: E731
+    monkeypatch.setattr(evaluation, "alignment_matrices", counted)
+    assert {"swapped", "topic", "diversity"} <= set(evaluation.DEFAULT_METRICS)
+    result = Evaluator(max_new_tokens=4)(model, processor, articles)
+    assert built == [1]  # alignment and swapped alignment read one set of log-probabilities
+    assert {"swapped_alignment_accuracy", "distinct_2", "self_bleu", "topic_consistency"} <= set(result.metrics)
+    assert all(0 <= result.metrics[key] <= 1 for key in ("swapped_alignment_accuracy", "distinct_2", "self_bleu",
+                                                          "topic_consistency"))
+    assert result.metrics["swapped_alignment_accuracy"] == swapped_alignment_scores(
+        model, processor, articles)["swapped_alignment_accuracy"]
+    written = [a.paragraphs for a in result.articles]
+    assert result.metrics["distinct_2"] == distinct_n(written, "zh")
+    assert result.metrics["self_bleu"] == pytest.approx(self_bleu(written, "zh"), nan_ok=True)
+    assert result.info["text_units"] == "characters"
+    markdown = result.to_markdown("x")
+    assert "| swapped-image alignment accuracy |" in markdown and "| distinct-2 |" in markdown
+    assert "| topic consistency |" in markdown and "count characters" in markdown
+
+
+def test_grounding_counts_a_colour_copied_from_the_topic_only_where_the_image_lacks_it():
+    from flexmuse_training.corpus import make_articles
+    from flexmuse_training.metrics import grounding_scores
+
+    articles = list(make_articles(6, seed=2, lang="en", shortcut=0.0))  # topics name a colour no image has
+    topics = [a.topic for a in articles for _ in a.paragraphs]
+    truths = [t for a in articles for t in a.attributes]
+    faithful = [p for a in articles for p in a.paragraphs]
+    copied = [p.replace(f" {t['color']} ", f" {a.topic_colour} ", 1)
+              for a in articles for p, t in zip(a.paragraphs, a.attributes)]
+    assert all(a.topic_colour and all(t["color"] != a.topic_colour for t in a.attributes) for a in articles)
+    assert grounding_scores(faithful, topics, truths, "en")["grounding_topic_colour_copied"] == 0
+    scores = grounding_scores(copied, topics, truths, "en")
+    assert scores["grounding_topic_colour_copied"] == 1 and scores["grounding_color"] == 0
+    plain = list(make_articles(3, seed=2, lang="en"))  # the ordinary corpus: topics name no colour
+    assert "grounding_topic_colour_copied" not in grounding_scores(
+        [p for a in plain for p in a.paragraphs], [a.topic for a in plain for _ in a.paragraphs],
+        [t for a in plain for t in a.attributes], "en")
