@@ -7,18 +7,24 @@ STAMP := $(VENV)/.installed
 TORCH := torch==2.14.1 torchvision==0.29.1
 PYTEST_WORKERS ?= 2
 
-.PHONY: install test demo ablation bench clean
+.PHONY: install test app demo ablation bench clean
 
 install: $(STAMP)
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e ".[openclip,train,eval,test]"
+	$(PY) -m pip install --quiet -e ".[openclip,train,eval,test,demo]"
 	touch $(STAMP)
 
+# as root, the browser test's Chromium and its driver come from Debian (skipped with a reason without them)
 test: install
+	@[ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && { command -v chromedriver >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver; } >/dev/null 2>&1; } || true
 	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) -m pytest -n $(PYTEST_WORKERS) tests
+
+# The web demo (app.py) on http://127.0.0.1:7860 with the model `make demo` trains (FLEXMUSE_MODEL=... for another).
+app: install
+	$(PY) app.py
 
 # The main job: offline corpus -> CLIP pretrained on it (once) -> SFT of the tiny preset on that frozen
 # CLIP -> mscDPO -> articles for held-out topics + metrics. A rerun starts over (--overwrite_output_dir);
