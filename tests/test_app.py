@@ -1,8 +1,8 @@
 """The Gradio web demo (app.py): its functions without a browser, then one end-to-end run in headless Chromium.
 
 The browser test needs Debian's chromium and chromium-driver (`make test` installs them when run as root);
-set FLEXMUSE_APP_SCREENSHOT=path to save a screenshot of the page with its article, and FLEXMUSE_APP_TEST_MODEL
-to run it on another model (e.g. out/dpo) than the tiny one.
+set FLEXMUSE_APP_TEST_MODEL to run it on another model (e.g. out/dpo) than the tiny one. docs/app.png is
+made by docs/make_screenshot.py.
 """
 
 import html
@@ -171,8 +171,6 @@ def test_browser_end_to_end(model_dir, photos, tmp_path):
         assert driver.find_element(By.CSS_SELECTOR, "#article h1").text == TOPIC
         wait.until(lambda d: all(ext in d.find_element(By.ID, "downloads").text for ext in (".html", ".md", ".json")))
         assert "topic kept" in driver.find_element(By.ID, "gate-table").text
-        if os.environ.get("FLEXMUSE_APP_SCREENSHOT"):
-            driver.save_screenshot(os.environ["FLEXMUSE_APP_SCREENSHOT"])
         # an empty topic: its message in the page
         topic.send_keys(Keys.CONTROL, "a")
         topic.send_keys(Keys.BACKSPACE)  # clear() fires no input event
