@@ -20,6 +20,36 @@ from selenium.webdriver.support.ui import WebDriverWait
 from flexmuse_training.data import load_articles
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"  # Debian's chromium, chromium-driver
+
+
+def serve_app(model: str, log) -> tuple[subprocess.Popen, str]:
+    """app.py with `model` on a free local port, and its URL once it answers (tests/test_app.py too)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
+    server = subprocess.Popen([sys.executable, "app.py", "--model", model, "--port", str(port)], cwd=REPO, env=env,
+                              stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    for _ in range(120):
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return server, url
+        except OSError:
+            if server.poll() is not None:
+                raise RuntimeError(f"app.py exited with code {server.returncode}")
+            time.sleep(0.5)
+    server.terminate()
+    raise TimeoutError(f"app.py did not answer at {url} within a minute")
+
+
+def headless_chrome(height: int = 1500) -> webdriver.Chrome:
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", f"--window-size=1400,{height}"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=webdriver.ChromeService(CHROMEDRIVER), options=options)
 
 
 def main():
@@ -35,25 +65,10 @@ def main():
     for number, image in enumerate(article["images"], start=1):
         photos.append(os.path.join(folder, f"photo{number}.png"))
         image.save(photos[-1])
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "app.py", "--model", args.model, "--port", str(port)], cwd=REPO,
-                              env=dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False"))
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1500"):
-        options.add_argument(flag)
+    server, url = serve_app(args.model, None)
     driver = None
     try:
-        url = f"http://127.0.0.1:{port}/"
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(url, timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
-        driver = webdriver.Chrome(service=webdriver.ChromeService("/usr/bin/chromedriver"), options=options)
+        driver = headless_chrome()
         wait = WebDriverWait(driver, 120)
         driver.get(url)
         wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#topic textarea")).send_keys(article["topic"])

@@ -6,14 +6,12 @@ made by docs/make_screenshot.py.
 """
 
 import html
+import importlib.util
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 from PIL import Image
@@ -116,42 +114,26 @@ def test_model_package_does_not_import_gradio():
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
                     reason=f"needs Debian's chromium ({CHROMIUM}) and chromium-driver ({CHROMEDRIVER}): "
                            "apt-get install chromium chromium-driver (make test does it as root)")
 def test_browser_end_to_end(model_dir, photos, tmp_path):
-    webdriver = pytest.importorskip("selenium.webdriver")
+    pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.common.by import By
+
+    spec = importlib.util.spec_from_file_location("make_screenshot", os.path.join(REPO, "docs", "make_screenshot.py"))
+    browser = importlib.util.module_from_spec(spec)  # the screenshot script's app server and browser
+    spec.loader.exec_module(browser)
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
     model = os.environ.get("FLEXMUSE_APP_TEST_MODEL") or model_dir
     expected = app.write_article(TOPIC, photos[:2], model=model, **FAST).article.paragraphs
-    port = _free_port()
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
-    server = subprocess.Popen([sys.executable, "app.py", "--model", model, "--port", str(port)], cwd=REPO, env=env,
-                              stdout=open(tmp_path / "server.log", "w"), stderr=subprocess.STDOUT)
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1800"):
-        options.add_argument(arg)
+    with open(tmp_path / "server.log", "w") as log:
+        server, url = browser.serve_app(model, log)
     driver = None
     try:
-        url = f"http://127.0.0.1:{port}/"
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(url, timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None, (tmp_path / "server.log").read_text()
-                time.sleep(0.5)
-        driver = webdriver.Chrome(service=webdriver.ChromeService(CHROMEDRIVER), options=options)
+        driver = browser.headless_chrome(1800)
         wait = WebDriverWait(driver, 30)
         driver.get(url)
         topic = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#topic textarea"))
