@@ -71,10 +71,7 @@ def get_pipeline(path: Optional[str] = None) -> FlexMusePipeline:
         if path == DEFAULT_MODEL and not os.path.exists(path):
             raise ModelUnavailable(_how_to_make(path, "not trained yet"))
         try:
-            if check_model_path(path) == "pipeline":
-                pipe = FlexMusePipeline.from_pretrained(path)
-            else:
-                pipe = FlexMusePipeline.from_model(path, t2i=os.environ.get("FLEXMUSE_T2I") or None)
+            pipe = FlexMusePipeline.load(path, t2i=os.environ.get("FLEXMUSE_T2I") or None)
         except (OSError, ValueError) as err:
             raise ModelUnavailable(_how_to_make(path, str(err))) from err
         pipe.set_progress_bar_config(disable=False)

@@ -63,7 +63,7 @@ def _write(args: argparse.Namespace) -> int:
     from article_flexmuse import check_output_folder
     from images_flexmuse import load_image
     from pipeline_flexmuse import FlexMusePipeline
-    from writing_flexmuse import check_model_path, check_writing_options
+    from writing_flexmuse import check_writing_options
 
     # every mistake that can be seen from the options fails here, before any model loads
     check_writing_options({
@@ -75,14 +75,7 @@ def _write(args: argparse.Namespace) -> int:
     check_output_folder(args.out, args.overwrite)
     images = [load_image(path) for path in args.images] if args.images else None
     dtype = getattr(torch, args.dtype)
-    if check_model_path(args.model) == "pipeline":
-        pipe = FlexMusePipeline.from_pretrained(args.model, dtype=dtype)
-        if args.t2i:  # replaces the saved text-to-image part
-            pipe = FlexMusePipeline(model=pipe.model, processor=pipe.processor,
-                                    **FlexMusePipeline.load_t2i(args.t2i, dtype=dtype))
-    else:
-        pipe = FlexMusePipeline.from_model(args.model, t2i=args.t2i, dtype=dtype)
-    pipe = pipe.to(args.device)
+    pipe = FlexMusePipeline.load(args.model, t2i=args.t2i, dtype=dtype).to(args.device)
     generator = None if args.seed is None else torch.Generator().manual_seed(args.seed)
     output = pipe(
         args.topic, images=images, num_images=args.num_images, generator=generator,

@@ -98,6 +98,18 @@ class FlexMusePipeline(DiffusionPipeline):
         return pipe
 
     @classmethod
+    def load(cls, model: str, t2i: Optional[str] = None, dtype: Optional[torch.dtype] = None):
+        """A saved FlexMusePipeline folder, or a FlexMUSE model (folder or Hub id) assembled by
+        `from_model`; `t2i` (a Stable Diffusion repo) adds the text-to-image part, or replaces a
+        saved pipeline's."""
+        if check_model_path(model) != "pipeline":
+            return cls.from_model(model, t2i=t2i, dtype=dtype)
+        pipe = cls.from_pretrained(model, **({} if dtype is None else {"dtype": dtype}))
+        if t2i:
+            pipe = cls(model=pipe.model, processor=pipe.processor, **cls.load_t2i(t2i, dtype=dtype))
+        return pipe
+
+    @classmethod
     def from_model(cls, model: str, t2i: Optional[str] = None, dtype: Optional[torch.dtype] = None):
         """Assemble from a FlexMUSE model repo (weights + processor) and, optionally, a Stable
         Diffusion repo whose components become the T2I part (hub ids or local folders)."""
