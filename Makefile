@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH := torch==2.14.1 torchvision==0.29.1
 PYTEST_WORKERS ?= 2
 
-.PHONY: install test app demo ablation bench clean
+.PHONY: install test test-quick app demo ablation bench clean
 
 install: $(STAMP)
 
@@ -21,6 +21,10 @@ $(STAMP): setup.cfg pyproject.toml
 test: install
 	@[ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && { command -v chromedriver >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver; } >/dev/null 2>&1; } || true
 	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) -m pytest -n $(PYTEST_WORKERS) tests
+
+# the quick loop while developing: everything but the tests marked slow (learning, several processes)
+test-quick: install
+	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) -m pytest -n $(PYTEST_WORKERS) -m "not slow" tests
 
 # The web demo (app.py) on http://127.0.0.1:7860 with the model `make demo` trains (FLEXMUSE_MODEL=... for another).
 app: install

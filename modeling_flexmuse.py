@@ -602,6 +602,9 @@ class FlexMuseForConditionalGeneration(FlexMusePreTrainedModel, GenerationMixin)
             attention_mask = None
         if attention_mask is None:
             attention_mask = encoder_outputs.attention_mask
+        # GenerationMixin expands `encoder_outputs` for beams by assigning into it: a shallow copy keeps
+        # the caller's memory (and its per-image gate figures) as it was
+        encoder_outputs = type(encoder_outputs)(**encoder_outputs)
         return super().generate(encoder_outputs=encoder_outputs, attention_mask=attention_mask, **generate_kwargs)
 
     # ------------------------------------------------------------------ construction

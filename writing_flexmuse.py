@@ -118,11 +118,13 @@ def generate_paragraphs(model, inputs, gate_seed: int, decode_seed: int, gate_mo
         input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], pixel_values=inputs["pixel_values"],
         topic_index=inputs["topic_index"], gate_mode=gate_mode, generator=torch.Generator().manual_seed(gate_seed),
     )
+    # one entry per image, read before decoding (beam search works on expanded copies of the memory)
+    gate = {"gate_keep": memory.gate_keep.clone(), "gate_similarity": memory.gate_similarity.clone()}
     devices = [model.device] if model.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(decode_seed)
         token_ids = model.generate(encoder_outputs=memory, **generate_kwargs)
-    return {"token_ids": token_ids, "gate_keep": memory.gate_keep, "gate_similarity": memory.gate_similarity}
+    return {"token_ids": token_ids, **gate}
 
 
 def assemble_articles(processor, topics: Sequence[str], images: Sequence[Sequence[Image.Image]], generated: dict,

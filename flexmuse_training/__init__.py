@@ -8,7 +8,8 @@ modeling_flexmuse.py, processing_flexmuse.py, ...); this package trains and scor
 - `collator`: training rows to model inputs (through the processor), the frozen-feature cache;
 - `models`: building or loading the model and processor a run starts from, LoRA;
 - `sft_config`, `sft_trainer`, `dpo_config`, `dpo_trainer`: SFT and mscDPO (`MscDPOTrainer`);
-- `evaluation`, `metrics`, `judge`: the one evaluator, its metrics and the LLM judge;
+- `evaluation`, `metrics`, `grounding`, `judge`: the one evaluator, its metrics, the paragraph parser of
+  the grounding metric and the LLM judge;
 - `hub`: training outputs as Hub model repos with a model card.
 
 The scripts users run (`accelerate launch training/sft.py`, ...) are in the repository's training/.

@@ -4,7 +4,6 @@ name each image and topic by content, and the trainer looks the features up in i
 `FrozenFeatureStore` (feature_store.py)."""
 
 import hashlib
-import random
 from typing import Optional
 
 import torch
@@ -13,8 +12,8 @@ from .feature_store import content_key
 
 
 def gate_u(seed: int, article: int, chunk: int) -> float:
-    """The msaGate's u for one example in mscDPO's evaluation, a pure function of (seed, article,
-    chunk), so evaluation losses compare across steps (training draws u afresh at every step)."""
+    """The msaGate's u for one example in evaluation (SFT and mscDPO), a pure function of (seed,
+    article, chunk), so evaluation losses compare across steps (training draws u afresh at every step)."""
     digest = hashlib.blake2b(f"{seed}:{article}:{chunk}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") / 2**64
 
@@ -23,13 +22,16 @@ class FlexMuseCollator:
     """SFT rows (topic, image, paragraph) → model inputs, built by the processor as when writing:
     each row is a one-image article, and rows sharing a topic share its row (`topic_index`), so the
     text tower runs once per distinct topic in the batch. With `content_keys`, each image and
-    topic also gets its key for the trainer's feature store (`image_keys`, `topic_keys`)."""
+    topic also gets its key for the trainer's feature store (`image_keys`, `topic_keys`). Every
+    batch carries the msaGate's evaluation u per row (`gate_u`, from `gate_seed`); the trainers
+    pass it to the model only in evaluation."""
 
     image_column = "image"
 
-    def __init__(self, processor, content_keys: bool = False):
+    def __init__(self, processor, content_keys: bool = False, gate_seed: int = 0):
         self.processor = processor
         self.content_keys = content_keys
+        self.gate_seed = gate_seed
 
     def prompt_inputs(self, rows: list[dict], paragraph_column: Optional[str] = None) -> dict:
         """Topic and image inputs for rows with a topic and an image, plus `labels` from
@@ -41,6 +43,7 @@ class FlexMuseCollator:
             inputs["image_keys"] = [content_key(pixels) for pixels in inputs["pixel_values"]]
             inputs["topic_keys"] = [content_key(ids[mask.bool()])
                                     for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"])]
+        inputs["gate_u"] = torch.tensor([gate_u(self.gate_seed, row["article"], row["chunk"]) for row in rows])
         return inputs
 
     def __call__(self, rows: list[dict]) -> dict:
@@ -53,23 +56,16 @@ class MscDPOCollator(FlexMuseCollator):
     position in the row's rejected list (`rejected_slot`, < `slots`), the msaGate's u for
     evaluation, and the precomputed reference log-probs when the rows carry them.
 
-    `max_rejected` (None = all, as the paper) caps the rejected per row with a fresh random choice
-    at every call, so each epoch sees other negatives; `slots` is the longest rejected list of the
-    data, which the trainer sets (the precomputed log-probs have one entry per slot).
+    Every rejected paragraph of a row is in the batch (the trainer's `max_rejected` draws from them
+    per training batch); `slots` is the longest rejected list of the data, which the trainer sets
+    (the precomputed log-probs have one entry per slot).
     """
 
     image_column = "prompt_image"
 
-    def __init__(self, processor, content_keys: bool = False, max_rejected: Optional[int] = None,
-                 gate_seed: int = 0, slots: int = 1):
-        super().__init__(processor, content_keys)
-        self.max_rejected, self.gate_seed, self.slots = max_rejected, gate_seed, slots
-
-    def _chosen_slots(self, rejected: list[str]) -> list[int]:
-        if self.max_rejected is None or len(rejected) <= self.max_rejected:
-            return list(range(len(rejected)))
-        # the process's (or DataLoader worker's) random module: seeded by the trainer, reseeded per epoch in workers
-        return sorted(random.sample(range(len(rejected)), self.max_rejected))
+    def __init__(self, processor, content_keys: bool = False, gate_seed: int = 0, slots: int = 1):
+        super().__init__(processor, content_keys, gate_seed)
+        self.slots = slots
 
     def __call__(self, rows: list[dict]) -> dict:
         for number, row in enumerate(rows):
@@ -78,12 +74,10 @@ class MscDPOCollator(FlexMuseCollator):
                                  f"between 1 and slots={self.slots} are allowed")
         batch = self.prompt_inputs(rows, paragraph_column="chosen")
         batch["chosen_labels"] = batch.pop("labels")
-        rejected = [(n, k, row["rejected"][k]) for n, row in enumerate(rows)
-                    for k in self._chosen_slots(row["rejected"])]
+        rejected = [(n, k, text) for n, row in enumerate(rows) for k, text in enumerate(row["rejected"])]
         batch["rejected_labels"] = self.processor.encode_paragraphs([text for _, _, text in rejected])
         batch["rejected_index"] = torch.tensor([n for n, _, _ in rejected])
         batch["rejected_slot"] = torch.tensor([k for _, k, _ in rejected])
-        batch["gate_u"] = torch.tensor([gate_u(self.gate_seed, row["article"], row["chunk"]) for row in rows])
         if "ref_chosen_logps" in rows[0]:
             batch["ref_chosen_logps"] = torch.tensor([row["ref_chosen_logps"] for row in rows])  # (B, 2)
             batch["ref_rejected_logps"] = torch.tensor([row["ref_rejected_logps"] for row in rows])  # (B, 2, slots)

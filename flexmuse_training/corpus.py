@@ -20,7 +20,7 @@ text (`topic_colour(topic, lang)` reads it back) and in the metadata row's `topi
 
 The layout written is the Hub's imagefolder convention: `<split>/metadata.jsonl` whose rows hold
 `file_names` (the images), `topic`, `paragraphs`, `lang`, and for each image its true `attributes`
-(colour, shape, position: what `parse_paragraph` reads back from a written paragraph) and a short
+(colour, shape, position: what `grounding.parse_paragraph` reads back from a written paragraph) and a short
 `captions` entry (theme and attributes, the CLIP pretraining text).
 """
 
@@ -146,48 +146,6 @@ def _vocabulary(lang: str) -> dict:
     column = 0 if lang == "zh" else 1
     return {"color": {c[column]: c[1] for c in COLORS}, "shape": {s[column]: s[1] for s in SHAPES},
             "position": {p[column]: p[1] for p in POSITIONS}}
-
-
-def parse_paragraph(text: str, topic: str, lang: str) -> dict:
-    """Read a written paragraph back into the corpus's attributes: for each of colour, shape and
-    position the one value it names after the topic (None where it names none or several), and
-    whether it opens with the article's theme and subject as the corpus's paragraphs do. A colour
-    the topic itself names (the shortcut variant's topics) is not read as the image's, wherever
-    the text repeats it with the topic's words."""
-    base = base_topic(topic, lang)
-    opening = f"{base}，" if lang == "zh" else f"At {_article(base)},"
-    parsed = {"topic": text.startswith(opening)}
-    body = text[len(opening):] if parsed["topic"] else text  # a topic may name a colour and shape too
-    colour = topic_colour(topic, lang)
-    if colour is not None:
-        # a topic that names a colour ("海边的红色精品酒店"): its colour word, where the topic's words
-        # recur in the text (a reworded opening, a mention later on), is not the image's colour
-        body = _without_topic_colour(body, base, colour, lang)
-    for attribute, words in _vocabulary(lang).items():
-        if lang == "zh":
-            found = {name for word, name in words.items() if word in body}
-        else:
-            found = {name for word, name in words.items() if re.search(rf"\b{re.escape(word)}\b", body, re.I)}
-        parsed[attribute] = found.pop() if len(found) == 1 else None
-    return parsed
-
-
-def _without_topic_colour(text: str, base: str, colour: str, lang: str) -> str:
-    """`text` with the places that repeat a colour-naming topic blanked out: the topic's colour
-    word followed by one or more of the topic's other words ("红色精品酒店", "红色的海边精品酒店";
-    "red seaside boutique hotel", "red hotel" for "The red seaside boutique hotel")."""
-    word = next(w for w, name in _vocabulary(lang)["color"].items() if name == colour)
-    if lang == "zh":
-        others = [part for part in re.split(f"的|{re.escape(word)}", base) if part]
-        if not others:
-            return text
-        pattern = rf"{re.escape(word)}(?:的?(?:{'|'.join(map(re.escape, others))}))+"
-        return re.sub(pattern, " ", text)
-    others = [w for w in re.findall(r"[\w'-]+", base) if w.lower() not in (word, "the", "a", "an")]
-    if not others:
-        return text
-    pattern = rf"\b{re.escape(word)}(?:\s+(?:{'|'.join(map(re.escape, others))}))+\b"
-    return re.sub(pattern, " ", text, flags=re.I)
 
 
 def _subject_strip(draw: ImageDraw.ImageDraw, subject: int, size: int) -> None:
@@ -345,5 +303,5 @@ def is_offline_corpus(path: str) -> bool:
 
 
 __all__ = ["ATTRIBUTE_VALUES", "CorpusArticle", "attributes_of", "base_topic", "caption_text", "describe",
-           "is_offline_corpus", "make_articles", "make_corpus", "paragraph_text", "parse_paragraph", "topic_colour",
+           "is_offline_corpus", "make_articles", "make_corpus", "paragraph_text", "topic_colour",
            "topic_text"]

@@ -7,6 +7,7 @@ or a `datasets.Dataset` / `DatasetDict`.
 """
 
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -227,8 +228,8 @@ def check_dpo_articles(articles: Dataset, dataset, split: str) -> None:
 
 def dpo_view(articles: Dataset) -> tuple[Dataset, dict]:
     """One row per chunk: prompt (topic, image i), chosen = paragraph i, rejected = every other
-    paragraph of the article, as the paper (identical or empty ones dropped; the trainer's
-    `max_rejected` can cap them per batch). Articles with one chunk have no rejected and are
+    paragraph of the article, as the paper (identical or empty ones dropped; `one_rejected_per_prompt`
+    keeps one, the trainer's `max_rejected` caps them per batch). Articles with one chunk have no rejected and are
     skipped; the counts come back as stats. Built by `Dataset.map`, so rows of an on-disk dataset
     stay on disk. The image column is `prompt_image`: TRL's DPOTrainer takes an `image` column for
     a chat VLM's."""
@@ -262,5 +263,17 @@ def dpo_view(articles: Dataset) -> tuple[Dataset, dict]:
     return rows.cast_column("prompt_image", Image()), stats
 
 
+def one_rejected_per_prompt(rows: Dataset, seed: int) -> Dataset:
+    """Standard DPO's rows (the paper's "+DPO" baseline): each mscDPO row keeps one of its rejected
+    paragraphs, chosen by a hash of (seed, article, chunk) when the rows are built, so every epoch
+    (and every process, and a resumed run) pairs the prompt with the same negative."""
+
+    def pick(row):
+        digest = hashlib.blake2b(f"{seed}:{row['article']}:{row['chunk']}".encode(), digest_size=8).digest()
+        return {"rejected": [row["rejected"][int.from_bytes(digest, "little") % len(row["rejected"])]]}
+
+    return rows.map(pick, features=rows.features, desc="one rejected per prompt")
+
+
 __all__ = ["ARTICLE_FEATURES", "BadRecordError", "check_dpo_articles", "dpo_view", "has_split", "load_articles",
-           "load_training_splits", "sft_view"]
+           "load_training_splits", "one_rejected_per_prompt", "sft_view"]

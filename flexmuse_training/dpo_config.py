@@ -21,17 +21,19 @@ class MscDPOConfig(FlexMuseTrainerArguments, DPOConfig):
     """
 
     max_rejected: Optional[int] = field(default=None, metadata={
-        "help": "rejected paragraphs per prompt; default: every other paragraph of the article, as the paper. "
-                "A cap K draws K of them afresh for every batch (so each epoch sees others); 1 = standard DPO"})
+        "help": "capped mscDPO: K of a prompt's rejected paragraphs drawn afresh for every training batch (over "
+                "the epochs a prompt meets them all; evaluation scores all). Default: every other paragraph of "
+                "the article in every batch, as the paper"})
+    standard_dpo: bool = field(default=False, metadata={
+        "help": "standard DPO (the paper's +DPO baseline): one rejected paragraph per prompt, one of the "
+                "article's other paragraphs drawn once with --seed when the rows are built and kept for the "
+                "whole run"})
     msc_mode: str = field(default="grouped", metadata={
         "help": "grouped: memory and chosen log-prob once per prompt, all its rejected in the same forward; "
                 "pairs: the naive expansion, one (prompt, chosen, rejected) row per pair (same objective)"})
     rejected_source: str = field(default="article", metadata={
         "help": "article: other paragraphs of the article; sample: the starting model's own sample for the "
-                "prompt (standard DPO ablation, one rejected)"})
-    gate_seed: int = field(default=0, metadata={
-        "help": "seeds each example's msaGate u in evaluation (training draws u afresh each step; the reference "
-                "replays the policy's decision)"})
+                "prompt (one rejected per prompt)"})
     sample_max_new_tokens: int = field(default=128, metadata={"help": "rejected_source=sample: sample length"})
     # TRL turns checkpointing on by default; the tiny and base writers fit without it
     gradient_checkpointing: Optional[bool] = None
@@ -49,6 +51,9 @@ class MscDPOConfig(FlexMuseTrainerArguments, DPOConfig):
             raise ValueError(f"rejected_source must be 'article' or 'sample', got {self.rejected_source!r}")
         if self.max_rejected is not None and self.max_rejected < 1:
             raise ValueError(f"max_rejected must be at least 1, got {self.max_rejected}")
+        if self.standard_dpo and self.max_rejected is not None:
+            raise ValueError("standard_dpo keeps one fixed rejected paragraph per prompt; max_rejected (capped "
+                             "mscDPO, drawn per batch) does not apply: give one of the two")
         super().__post_init__()
 
 

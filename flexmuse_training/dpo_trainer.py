@@ -2,15 +2,24 @@
 
 For the prompt (topic T, image V_i) the chosen text is reference paragraph i and every other
 paragraph j ≠ i of the same article is a rejected one: they share the topic's words, so the model
-learns to write what *this* image shows.
+learns to write what *this* image shows. `MscDPOConfig.standard_dpo` keeps one of them per prompt,
+fixed for the run (the paper's "+DPO" baseline); `max_rejected` caps them per training batch.
 
 `MscDPOTrainer` subclasses TRL's `DPOTrainer` and keeps its loop, config, reference handling (frozen
-copy, disabled LoRA adapters, precomputed log-probs), logging and checkpoints. TRL's trainer is
-built for causal LMs with text prompts and one rejected per prompt; this model is an
-encoder-decoder whose prompt is a topic and an image, so the subclass owns the rows, the collator
-and the log-probabilities. It overrides private TRL methods (`_prepare_dataset`,
-`_set_signature_columns_if_needed`, `compute_ref_log_probs`, `_compute_loss`), hence the exact
-`trl` pin and the regression tests in tests/test_dpo.py.
+copy, disabled LoRA adapters, precomputed log-probs and their cache), logging and checkpoints. TRL's
+trainer is built for causal LMs with text prompts and one rejected per prompt; this model is an
+encoder-decoder whose prompt is a topic and an image, so the subclass brings its own rows, collator
+and log-probabilities. What it overrides of `DPOTrainer`:
+
+- public methods: `compute_loss` (Trainer's hook; TRL's delegates to its private `_compute_loss`,
+  which is not used), `compute_ref_log_probs` (TRL calls it for every batch when it precomputes the
+  reference log-probs), `prediction_step` (the loss alone), `create_model_card` (hub.py writes it);
+- one private method: `_prepare_dataset(dataset, processing_class, args, dataset_name)`, which TRL's
+  `__init__` and `evaluate` call to tokenize text rows; here it builds the mscDPO rows. Its signature is
+  checked against the installed TRL by tests/test_dpo.py, as are the attributes read from TRL
+  (`beta`, `loss_types`, `loss_weights`, `precompute_ref_logps`, `_metrics`).
+
+`remove_unused_columns` is refused (FlexMuseTrainerArguments), so TRL's signature columns never matter.
 """
 
 import contextlib
@@ -23,15 +32,16 @@ import torch
 import torch.nn.functional as F
 from accelerate.utils import is_peft_model
 from datasets import Dataset, List, Value, load_from_disk
+from tqdm.auto import tqdm
 from trl import DPOTrainer
 from trl.trainer.utils import use_adapter
 
 from modeling_flexmuse import sequence_log_probs
 from processing_flexmuse import FlexMuseProcessor
-from writing_flexmuse import write_articles
+from writing_flexmuse import draw_seeds, write_articles
 
 from .collator import MscDPOCollator
-from .data import dpo_view, sft_view
+from .data import dpo_view, one_rejected_per_prompt, sft_view
 from .dpo_config import LOSS_TYPES, MscDPOConfig
 from .trainer_utils import FlexMuseTrainerMixin
 
@@ -79,14 +89,34 @@ def pair_rows(rows: Dataset) -> Dataset:
     return rows.map(expand, batched=True, features=rows.features)
 
 
+def cap_rejected(inputs: dict, max_rejected: int) -> dict:
+    """A batch with at most `max_rejected` rejected paragraphs per row, drawn afresh (torch's RNG,
+    which Trainer seeds) from those the collator gave: capped mscDPO's per-batch draw."""
+    index = inputs["rejected_index"]
+    keys = torch.rand(index.shape[0], device=index.device)
+    keep = torch.zeros_like(index, dtype=torch.bool)
+    for row in index.unique():
+        members = (index == row).nonzero().flatten()
+        keep[members[keys[members].argsort()[:max_rejected]]] = True
+    return {**inputs, **{key: inputs[key][keep] for key in ("rejected_labels", "rejected_index", "rejected_slot")}}
+
+
 @torch.no_grad()
-def sampled_rejected_rows(model, processor, articles: Dataset, seed: int = 0, max_new_tokens: int = 128) -> Dataset:
-    """Standard DPO's rejected = the starting model's own sampled paragraph for each prompt
-    (dropped where it reproduces the reference)."""
-    written = write_articles(model, processor, articles["topic"], articles["images"], gate_seed=seed, decode_seed=seed,
-                             do_sample=True, max_new_tokens=max_new_tokens)
+def sampled_rejected_rows(model, processor, articles: Dataset, seed: int = 0, max_new_tokens: int = 128,
+                          batch_size: int = 8, disable_tqdm: bool = False) -> Dataset:
+    """Rejected = the starting model's own sampled paragraph for each prompt (dropped where it
+    reproduces the reference): one rejected per prompt. Written `batch_size` articles per `generate`
+    call, so memory does not grow with the dataset; batch b is seeded with (seed, b)."""
+    paragraphs = []
+    for number, start in enumerate(tqdm(range(0, len(articles), batch_size), desc="sampling rejected paragraphs",
+                                        disable=disable_tqdm)):
+        batch = articles.select(range(start, min(start + batch_size, len(articles))))
+        seeds = draw_seeds(torch.Generator().manual_seed(seed * 1_000_003 + number), 2)
+        written = write_articles(model, processor, batch["topic"], batch["images"], gate_seed=seeds[0],
+                                 decode_seed=seeds[1], do_sample=True, max_new_tokens=max_new_tokens)
+        paragraphs.extend(article.paragraphs for article in written)
     rows = sft_view(articles).rename_columns({"paragraph": "chosen", "image": "prompt_image"})
-    samples = [[written[a].paragraphs[c]] for a, c in zip(rows["article"], rows["chunk"])]
+    samples = [[paragraphs[a][c]] for a, c in zip(rows["article"], rows["chunk"])]
     rows = rows.add_column("rejected", samples, feature=List(Value("string")))
     kept = rows.filter(lambda row: row["rejected"][0].strip() not in ("", row["chosen"].strip()))
     logger.info("sampled rejected: kept %d of %d prompts (the others reproduced the reference)", len(kept), len(rows))
@@ -121,7 +151,7 @@ class MscDPOTrainer(FlexMuseTrainerMixin, DPOTrainer):
         if eval_dataset is not None:
             eval_dataset = self._prepare_dataset(eval_dataset, processing_class, args, "eval")
         slots = max(longest_rejected(d) for d in (train_dataset, eval_dataset) if d is not None)
-        collator = MscDPOCollator(processing_class, keys, args.max_rejected, args.gate_seed, slots)
+        collator = MscDPOCollator(processing_class, keys, args.gate_seed, slots)
         super().__init__(model, ref_model=ref_model, args=args, data_collator=collator, train_dataset=train_dataset,
                          eval_dataset=eval_dataset, processing_class=processing_class, peft_config=peft_config,
                          callbacks=callbacks)
@@ -138,6 +168,8 @@ class MscDPOTrainer(FlexMuseTrainerMixin, DPOTrainer):
             logger.info("%s: %d prompts from %d articles (%d one-chunk skipped, %d duplicate/empty rejected dropped)",
                         dataset_name, stats["rows"], stats["articles"], stats["one_chunk_skipped"],
                         stats["dropped_rejected"])
+            if args.standard_dpo:
+                dataset = one_rejected_per_prompt(dataset, args.seed)
         if args.msc_mode == "pairs":
             dataset = pair_rows(dataset)
         if args.precompute_ref_log_probs and not dataset.cache_files:
@@ -147,11 +179,6 @@ class MscDPOTrainer(FlexMuseTrainerMixin, DPOTrainer):
                     dataset.save_to_disk(path)
             dataset = load_from_disk(path)
         return dataset
-
-    def _set_signature_columns_if_needed(self):
-        if self._signature_columns is None:
-            self._signature_columns = ["article", "chunk", "topic", "prompt_image", "chosen", "rejected",
-                                       "ref_chosen_logps", "ref_rejected_logps"]
 
     # ------------------------------------------------------------------ log-probabilities
     def _reference_context(self):
@@ -179,14 +206,6 @@ class MscDPOTrainer(FlexMuseTrainerMixin, DPOTrainer):
         rejected = rejected.index_put((inputs["rejected_index"], inputs["rejected_slot"]), logps[batch:])
         return logps[:batch], rejected, outputs.gate_keep
 
-    def _precompute_ref_logps(self, dataset, name, batch_size):
-        # every rejected paragraph of each row, whatever the cap: the cap picks other ones each epoch
-        cap, self.data_collator.max_rejected = self.data_collator.max_rejected, None
-        try:
-            return super()._precompute_ref_logps(dataset, name, batch_size)
-        finally:
-            self.data_collator.max_rejected = cap
-
     def compute_ref_log_probs(self, model, inputs):
         """Reference log-probs of one batch for both msaGate decisions, since training draws the
         policy's decision afresh each step: chosen (B, 2) and rejected (B, 2, slots), index 0 with
@@ -205,9 +224,11 @@ class MscDPOTrainer(FlexMuseTrainerMixin, DPOTrainer):
             states = states * 2
         return torch.stack([c for c, _ in states], 1), torch.stack([r for _, r in states], 1)
 
-    def _compute_loss(self, model, inputs, return_outputs):
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
         inputs = self._frozen_features(inputs)
+        if self.model.training and self.args.max_rejected is not None:
+            inputs = cap_rejected(inputs, self.args.max_rejected)
         chosen, rejected, gate_keep = self._grouped_log_probs(model, inputs)
         if self.precompute_ref_logps:
             rows, state = torch.arange(chosen.shape[0], device=chosen.device), gate_keep.long()
@@ -250,4 +271,4 @@ class MscDPOTrainer(FlexMuseTrainerMixin, DPOTrainer):
         """The model card is README.md rendered from the package's template when the run ends (hub.py)."""
 
 
-__all__ = ["MscDPOTrainer", "longest_rejected", "msc_dpo_loss", "pair_rows", "sampled_rejected_rows"]
+__all__ = ["MscDPOTrainer", "cap_rejected", "longest_rejected", "msc_dpo_loss", "pair_rows", "sampled_rejected_rows"]

@@ -64,8 +64,12 @@ class EvaluationResult:
                   if self.metrics.get(key) is not None]
         if self.info.get("judge"):
             judge = self.info["judge"]
-            lines.append(f"\nJudge `{judge['model']}`: {judge['unscored']} of {judge['judged']} judgements unscored "
-                         "(left out of the means, not counted as 0).")
+            unreadable, judged = judge.get("unreadable", 0), judge["judged"]
+            share = 100 * unreadable / judged if judged else 0.0
+            lines.append(f"\nJudge `{judge['model']}`: {judge['unscored']} of {judged} judgements unscored "
+                         f"({unreadable} with replies the parser could not read, {share:.1f} % of the judgements; "
+                         f"{judge['unscored'] - unreadable} without a reply: connection, timeout or HTTP failures), "
+                         "left out of the means, not counted as 0.")
         if "gate_similarity_quartiles" in self.info:
             lines.append(f"\nmsaGate σ on this split (min, 25 %, median, 75 %, max): "
                          f"{', '.join(f'{q:.3f}' for q in self.info['gate_similarity_quartiles'])}.")

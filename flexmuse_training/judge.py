@@ -7,8 +7,10 @@ reference-aware one, so the ten names SC^f … CO^a of `CRITERIA`.
 
 A prompt that still fails after the retries (connection error, timeout, HTTP 429/5xx, a reply without
 five scores) is unscored: None in the per-item scores, counted in the stats, left out of the means,
-never 0. Valid replies are cached as JSON lines keyed by sha256(url, model, prompt), so a rerun over
-the same items asks only what is still missing.
+never 0. The stats tell the two kinds apart: `unreadable` counts the unscored items whose prompt got
+replies that `parse_scores` could not read (the parser's share of the losses), the rest of `unscored`
+got no reply (connection or HTTP failures, a malformed response body). Valid replies are cached as JSON
+lines keyed by sha256(url, model, prompt), so a rerun over the same items asks only what is still missing.
 """
 
 import hashlib
@@ -84,11 +86,6 @@ PROMPTS = {
     ),
 }
 
-_TRAILING_NOISE = re.compile(r"[\s.。]*\Z")
-# An integer glued to a Latin letter or a "." ("step2", "4.5") never starts the run.
-_FINAL_RUN = re.compile(r"(?<![A-Za-z\d.])\d+(?:[\s,，、;；]+\d+)*\Z")
-
-
 def build_prompt(prediction: str, lang: str = "zh", reference: Optional[str] = None) -> str:
     """The Fig. 3 prompt for `prediction` in `lang` ("zh" or "en"): reference-aware when `reference` is given."""
     if lang not in ("zh", "en"):
@@ -97,21 +94,118 @@ def build_prompt(prediction: str, lang: str = "zh", reference: Optional[str] = N
     return PROMPTS[lang, reference is not None].format(prediction=prediction, ground_truth=reference)
 
 
-def parse_scores(reply: str) -> Optional[tuple[int, ...]]:
-    """The five scores at the end of a judge reply, or None when the reply has no valid five.
+# --- reading the scores out of a reply (rules in `parse_scores`) ---
 
-    Rule: drop trailing whitespace and full stops ("." and "。"). What is left must end with a run of
-    integers separated only by whitespace, ",", "，", "、", ";" or "；"; the run reaches as far left as those
-    separators go, except that an integer glued to a Latin letter or a "." does not start it. Anything
-    before the run is ignored ("Scores: 5, 4, 3, 4, 5", "我认为…5，4，3，4，5"). The reply is valid iff
-    the run holds exactly five integers, each in 1..5: "5,4,3", "5,4,3,2,1,4", "7", "4.5" and prose
-    are not, nor is one score per labelled line ("SC: 5\\nCC: 4…" ends with the single run "5").
+# full-width ASCII (５，：（） …) and the ideographic space folded to ASCII; "、" and "。" stay as they are
+_FULL_WIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)} | {0x3000: ord(" ")}
+_MARKUP = re.compile(r"\*+|`+|__")  # markdown bold / italics / code: **5**, `5`
+_BULLET = re.compile(r"^[ \t]*(?:[-•>]+|#+)[ \t]*", re.M)  # "- ", "• ", "> ", "### " opening a line
+# "1. ", "2) ", "3、", "(4) " opening a line: a list marker when followed by text, or by a space and more
+_LIST_MARKER = re.compile(r"[ \t]*(?:\((\d{1,2})\)|(\d{1,2})[.)、])(?=[ \t]+\S|[^\d\s])")
+# one number as written: an integer or decimal, maybe in parentheses, maybe "/N" or "out of N", maybe
+# "分"; never glued to a Latin letter, a digit or a "." ("step2", "CO2", "1.2.3" hold none)
+_NUMBER = (r"(?<![A-Za-z\d.])\(?\d+(?:\.\d+)?\)?(?:[ \t]*(?:/|(?i:out of))[ \t]*\d+)?(?:[ \t]*分)?"
+           r"(?![A-Za-z\d%]|\.\d)")
+_SCORE = re.compile(r"\(?([1-5])\)?(?:[ \t]*(?:/|(?i:out of))[ \t]*5)?(?:[ \t]*分)?")  # what a valid one is
+# numbers separated by spaces, ",", "、", ";" or "|", and by a newline where the next line holds only a number
+_SEPARATOR = rf"(?:[ \t,、;|]|\n(?=[ \t]*{_NUMBER}[ \t,、;|]*(?:\n|\Z)))+"
+_RUN = re.compile(rf"{_NUMBER}(?:{_SEPARATOR}{_NUMBER})*")
+_LABEL_NAMES = {
+    "SC": ("style consistency", "风格一致性"), "CC": ("semantic consistency", "语义一致性"),
+    "CV": ("creativity", "创造性"), "RN": ("richness", "丰富度"), "CO": ("logical coherence", "逻辑连贯性"),
+}
+_ASPECT_OF = {name: aspect for aspect, names in _LABEL_NAMES.items() for name in names}
+_LABELLED = re.compile(
+    r"(?:(?<![A-Za-z])(?P<abbr>SC|CC|CV|RN|CO)(?:\^[fa])?(?![A-Za-z])"  # SC, SC^f
+    r"|(?<![A-Za-z])(?P<name>(?i:style consistency|semantic consistency|creativity|richness|logical coherence)"
+    r"|风格一致性|语义一致性|创造性|丰富度|逻辑连贯性))"
+    r"[\"'\]】」]?"  # "SC": 5 (JSON), 【风格一致性】：5
+    r"(?:[ \t]*\((?![ \t]*\d)[^()\n]{1,40}\))?"  # Style consistency (SC): 5, 风格一致性（SC）：5
+    r"[ \t]*(?:(?:得分|评分|分数|打分|(?i:score|rating))[ \t]*)?"  # 风格一致性得分为5分, Creativity score: 3
+    r"(?:[:=\-–—][ \t]*\n?|为|是)?[ \t]*"  # "SC: 5", "SC = 5", "SC 5", "风格一致性：\n5分"
+    rf"(?P<score>{_NUMBER})"
+)
+
+
+def parse_scores(reply: str) -> Optional[tuple[int, ...]]:
+    """The five scores (SC, CC, CV, RN, CO) of a judge reply, or None when the reply does not hold exactly
+    one valid five.
+
+    1. Clean-up: only what follows the last "</think>" is read (a reasoning model's thinking is not the
+       answer); full-width characters become ASCII ("５，４" is "5,4"); markdown "*", "`" and "__" are
+       dropped ("**5**" is "5"); "-", "•", ">" and "#" opening a line are dropped; and a numbered list
+       ("1. ", "2) ", "3、", "(4) " opening successive lines, numbered 1, 2, 3, … from 1, at least two
+       items) loses its numbers, so "1. 5\\n2. 4\\n…" reads as "5\\n4\\n…".
+    2. A number is an integer or a decimal, maybe in parentheses, maybe followed by "/N", "out of N"
+       or "分", and never glued to a Latin letter, a digit or a "." ("step2", "CO2", "v1.2" are none).
+       It is a valid score when it is an integer 1..5 with no denominator other than 5: "4", "(4)",
+       "4/5", "4 out of 5", "4分"; "0", "7", "15", "4.5" and "4/10" are not.
+    3. Labelled scores: an aspect's label - SC, CC, CV, RN, CO (SC^f… too), the prompts' section names
+       Style consistency, Semantic consistency, Creativity, Richness, Logical coherence (any case) or
+       风格一致性, 语义一致性, 创造性, 丰富度, 逻辑连贯性 - directly followed by a number, with between
+       them at most a closing quote or bracket, a parenthesised note ("(SC)"), "score"/"得分"/"评分", and
+       one of ":", "=", "-", "为", "是" (":" may end its line). Labels not followed by a number are prose.
+       When there are labelled scores, each aspect must have exactly one, and they give the five in the
+       aspects' order whatever order they were written in ("CC: 4, SC: 5, …" gives SC first).
+    4. Runs: numbers separated only by spaces, ",", "、", ";" or "|", or by a newline where the next line
+       holds that one number and nothing else ("4\\n3\\n5\\n2\\n1"); any other text, a blank line or a line
+       that goes on after its number ends a run. A run of exactly five numbers gives five scores in the
+       order written, wherever it stands (before or after an explanation). Runs of other lengths are prose
+       ("out of 5", "3 examples", "5,4,3", six scores) and count for nothing.
+    5. The reply is read when the labelled five (if any labels) and every five-number run are all valid
+       and all the same five; no labelled five and no five-number run, any invalid score among them, or
+       two different fives, and it is None: "5,4,3", "5,4,3,2,1,4", "7", "4.5,4,3,4,5",
+       "0,4,3,4,5", prose only, "SC: 5, CC: 4" (aspects missing), "5,4,3,4,5 … or 4,4,4,4,4".
     """
-    match = _FINAL_RUN.search(_TRAILING_NOISE.sub("", reply))
-    if match is None:
-        return None
-    scores = tuple(int(n) for n in re.findall(r"\d+", match.group()))
+    text = reply.rsplit("</think>", 1)[-1].translate(_FULL_WIDTH)
+    text = _BULLET.sub("", _MARKUP.sub("", text))
+    text = _strip_list_numbers(text)
+    fives = []
+    labelled = [(m.group("abbr") or _ASPECT_OF[m.group("name").lower()], m.group("score"))
+                for m in _LABELLED.finditer(text)]
+    if labelled:
+        if sorted(aspect for aspect, _ in labelled) != sorted(ASPECTS):
+            return None  # an aspect missing or scored twice
+        by_aspect = dict(labelled)
+        fives.append([by_aspect[aspect] for aspect in ASPECTS])
+    for run in _RUN.finditer(text):
+        numbers = re.findall(_NUMBER, run.group())
+        if len(numbers) == len(ASPECTS):
+            fives.append(numbers)
+    readings = {tuple(_score(number) for number in five) for five in fives}
+    if len(readings) != 1:
+        return None  # nothing to read, or two different fives
+    (scores,) = readings
     return scores if _valid(scores) else None
+
+
+def _score(number: str) -> Optional[int]:
+    """A number as written (step 2 of `parse_scores`) as a score 1..5, or None when it is not a valid one."""
+    match = _SCORE.fullmatch(number)
+    return int(match.group(1)) if match else None
+
+
+def _strip_list_numbers(text: str) -> str:
+    """`text` with the numbers of its numbered lists (successive marker lines numbered 1, 2, 3, …,
+    at least two) dropped; a lone "1、 2、 3" line or a list that does not count from 1 is left alone."""
+    lines = text.split("\n")
+    lists, current = [], []  # lists: [(line index, marker end)] per numbered list
+    for index, line in enumerate(lines):
+        marker = _LIST_MARKER.match(line)
+        if marker is None:
+            continue
+        number = int(marker.group(1) or marker.group(2))
+        if number == len(current) + 1:
+            current.append((index, marker.end()))
+        else:
+            lists.append(current)
+            current = [(index, marker.end())] if number == 1 else []
+    lists.append(current)
+    for numbered in lists:
+        if len(numbered) >= 2:
+            for index, end in numbered:
+                lines[index] = lines[index][end:]
+    return "\n".join(lines)
 
 
 def _valid(scores) -> bool:
@@ -128,11 +222,12 @@ class JudgeResult:
     retries: int = 0  # requests beyond the first for a prompt
     unscored: int = 0  # items left without scores
     cache_hits: int = 0  # items answered from the cache, without a request
+    unreadable: int = 0  # of the unscored, those whose prompt got a reply (or several) that did not parse
 
     @property
     def stats(self) -> dict:
         return {"judged": len(self.scores), "requests": self.requests, "retries": self.retries,
-                "unscored": self.unscored, "cache_hits": self.cache_hits}
+                "unscored": self.unscored, "unreadable": self.unreadable, "cache_hits": self.cache_hits}
 
 
 class ReplyCache:
@@ -198,6 +293,7 @@ class JudgeClient:
         keys = [self._key(prompt) for prompt in prompts]
         result = JudgeResult(scores=[None] * len(items), cache_hits=sum(key in self.cache.scores for key in keys))
         pending = {key: prompt for key, prompt in zip(keys, prompts) if key not in self.cache.scores}
+        unreadable = set()  # keys whose replies came back but did not parse
         if pending:
             with ThreadPoolExecutor(max_workers=self.max_workers) as pool:
                 futures = {pool.submit(self._ask, prompt): key for key, prompt in pending.items()}
@@ -207,11 +303,14 @@ class JudgeClient:
                     result.retries += sent - 1
                     if scores is not None:
                         self.cache.add(futures[future], scores, reply)
+                    elif reply is not None:
+                        unreadable.add(futures[future])
         suffix = "^a" if reference_aware else "^f"
         for index, key in enumerate(keys):
             scores = self.cache.scores.get(key)
             if scores is None:
                 result.unscored += 1
+                result.unreadable += key in unreadable
             else:
                 result.scores[index] = {aspect + suffix: score for aspect, score in zip(ASPECTS, scores)}
         logger.info("judge %s (%s, %s): %s", self.model, lang, "reference-aware" if reference_aware else
@@ -222,9 +321,11 @@ class JudgeClient:
         return hashlib.sha256(json.dumps([self.url, self.model, prompt]).encode("utf-8")).hexdigest()
 
     def _ask(self, prompt: str) -> tuple[Optional[tuple[int, ...]], Optional[str], int]:
-        """Send `prompt` until a reply parses or the retries run out: (scores or None, reply, requests sent)."""
+        """Send `prompt` until a reply parses or the retries run out: (scores or None, reply, requests sent).
+        Unscored, the reply is the last one that came back and did not parse, None when none came back."""
         body = {"model": self.model, "messages": [{"role": "user", "content": prompt}], "temperature": 0}
         attempts = self.retries + 1
+        unread = None
         for attempt in range(attempts):
             if attempt:
                 time.sleep(self.backoff * 2 ** (attempt - 1))
@@ -238,16 +339,22 @@ class JudgeClient:
                 elif response.status_code >= 400:  # a bad request or key: asking again gets the same answer
                     logger.error("judge request refused, not retried: HTTP %d %s", response.status_code,
                                  response.text[:200])
-                    return None, None, attempt + 1
+                    return None, unread, attempt + 1
                 else:
                     reply = _reply_text(response)
                     scores = parse_scores(reply) if reply is not None else None
                     if scores is not None:
                         return scores, reply, attempt + 1
-                    problem = f"no five scores in reply {reply!r:.120}"
+                    if reply is None:
+                        problem = f"no reply text in the response {response.text[:120]!r}"
+                    else:
+                        unread = reply
+                        problem = f"no five scores in reply {reply!r:.300}"
             logger.info("judge attempt %d/%d failed: %s", attempt + 1, attempts, problem)
+        if unread is not None and not problem.startswith("no five scores"):
+            problem += f", after an unreadable reply {unread!r:.300}"
         logger.warning("judge prompt unscored after %d attempts: %s", attempts, problem)
-        return None, None, attempts
+        return None, unread, attempts
 
 
 def _reply_text(response: requests.Response) -> Optional[str]:
@@ -261,12 +368,13 @@ def _reply_text(response: requests.Response) -> Optional[str]:
 def aggregate(*results: JudgeResult) -> dict:
     """{"scores": the mean of each of the ten CRITERIA over the items that got it (None where none did, e.g.
     the ^a scores without a reference-aware result), "stats": the results' stats summed}. Unscored items
-    are left out of the means, never counted as 0; "unscored" says how many there were."""
+    are left out of the means, never counted as 0; "unscored" says how many there were, "unreadable" how
+    many of them got replies that did not parse."""
     values = {name: [] for name in CRITERIA}
     for result in results:
         for item in result.scores:
             for name, score in (item or {}).items():
                 values[name].append(score)
     stats = {key: sum(result.stats[key] for result in results)
-             for key in ("judged", "requests", "retries", "unscored", "cache_hits")}
+             for key in ("judged", "requests", "retries", "unscored", "unreadable", "cache_hits")}
     return {"scores": {name: sum(v) / len(v) if v else None for name, v in values.items()}, "stats": stats}

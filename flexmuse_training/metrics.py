@@ -10,7 +10,8 @@ import torch
 from datasets import Dataset
 from rouge_score import rouge_scorer, tokenizers
 
-from .corpus import base_topic, parse_paragraph, topic_colour
+from .corpus import base_topic, topic_colour
+from .grounding import parse_paragraph
 
 
 class CharTokenizer:
@@ -258,7 +259,7 @@ def topic_consistency(paragraphs: Sequence[str], topics: Sequence[str], lang: st
 def grounding_scores(predictions: Sequence[str], topics: Sequence[str], attributes: Sequence[dict],
                      lang: str) -> dict:
     """How often a written paragraph names what its image shows: each paragraph (with its article's
-    topic and its image's true attributes) parsed back by `corpus.parse_paragraph`. Per attribute
+    topic and its image's true attributes) parsed back by `grounding.parse_paragraph`. Per attribute
     the share correct, the share with all three correct, the share unparseable (an attribute named
     not once, counted wrong everywhere) and the share opening with the topic. Where topics name a
     colour their images lack (the shortcut corpus's test split), also the share of those paragraphs

@@ -27,13 +27,16 @@ class FlexMuseSFTTrainer(FlexMuseTrainerMixin, Trainer):
             raise ValueError("FlexMuseSFTTrainer needs the model's FlexMuseProcessor as processing_class")
         keys = self._feature_store(model, args)
         self._writing_evaluation(eval_dataset, args.eval_articles, args.eval_max_new_tokens)
-        super().__init__(model=model, args=args, data_collator=FlexMuseCollator(processing_class, keys),
+        super().__init__(model=model, args=args, data_collator=FlexMuseCollator(processing_class, keys, args.gate_seed),
                          train_dataset=None if train_dataset is None else sft_view(train_dataset),
                          eval_dataset=None if eval_dataset is None else sft_view(eval_dataset),
                          processing_class=processing_class, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        return super().compute_loss(model, self._frozen_features(inputs), return_outputs, num_items_in_batch)
+        inputs = self._frozen_features(inputs)
+        if model.training:  # training draws u afresh at every step; evaluation keeps each example's u
+            inputs = {key: value for key, value in inputs.items() if key != "gate_u"}
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
 
 __all__ = ["FlexMuseSFTTrainer"]

@@ -36,6 +36,8 @@ class FlexMuseTrainerArguments(OutputDirArguments):
         eval_articles (`int`, defaults to 8): validation articles written at each evaluation and
             scored by the evaluator (ROUGE, alignment accuracy, grounding); 0 = the loss alone.
         eval_max_new_tokens (`int`, defaults to 128): length limit of those articles' paragraphs.
+        gate_seed (`int`, defaults to 0): with the msaGate sampling, each evaluation example's u is a
+            function of (gate_seed, article, chunk), so evaluation losses compare across evaluations.
     """
 
     feature_cache: bool = field(default=True, metadata={
@@ -46,8 +48,17 @@ class FlexMuseTrainerArguments(OutputDirArguments):
                 "it needs about (1 + patches) x width x 4 bytes per image, removed when training ends"})
     eval_articles: int = field(default=8, metadata={"help": "validation articles written and scored at evaluation"})
     eval_max_new_tokens: int = field(default=128, metadata={"help": "paragraph length limit of those articles"})
+    gate_seed: int = field(default=0, metadata={
+        "help": "seeds each example's msaGate u in evaluation, so the evaluation loss is the same at every "
+                "evaluation of the same weights (training draws u afresh at each step)"})
     # the collators read the image and text columns, which Trainer would otherwise drop
     remove_unused_columns: bool = False
+
+    def __post_init__(self):
+        if self.remove_unused_columns:
+            raise ValueError("remove_unused_columns must be False: the FlexMUSE collators read the topic, image and "
+                             "text columns, which Trainer would drop before they reach them")
+        super().__post_init__()
 
 
 def check_run_args(args) -> None:

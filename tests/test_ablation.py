@@ -23,6 +23,7 @@ def test_paired_differences_and_their_interval_by_hand():
     assert "| ROUGE-L | 0.600 ± 0.100 | 0.700 ± 0.100 |" in summary
 
 
+@pytest.mark.slow
 def test_the_quick_setting_runs_every_row_and_the_shortcut_experiment(tmp_path):
     ablation.main(["--quick", "--out", str(tmp_path)])
     report = (tmp_path / "ABLATION.md").read_text()

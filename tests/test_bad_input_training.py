@@ -57,6 +57,7 @@ def _one_error(lines, script):
     return lines[0]
 
 
+@pytest.mark.slow
 def test_a_data_error_under_accelerate_launch_is_one_line_without_a_traceback(tmp_path):
     missing = tmp_path / "no_such_corpus"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from flexmuse_cli import main
-from flexmuse_training.corpus import COLORS, base_topic, make_articles, make_corpus, parse_paragraph, topic_colour
+from flexmuse_training.corpus import COLORS, base_topic, make_articles, make_corpus, topic_colour
+from flexmuse_training.grounding import parse_paragraph
 
 
 def _digest(root) -> str:

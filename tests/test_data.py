@@ -7,12 +7,15 @@ import logging
 import os
 
 import pytest
+import torch
 from datasets import Dataset
 from PIL import Image
 
 from processing_flexmuse import FlexMuseProcessor
 from flexmuse_training.collator import FlexMuseCollator, MscDPOCollator
-from flexmuse_training.corpus import COLORS, is_offline_corpus, make_articles, base_topic, make_corpus, parse_paragraph
+from flexmuse_training.corpus import COLORS, is_offline_corpus, make_articles, base_topic, make_corpus
+from flexmuse_training.grounding import parse_paragraph
+from flexmuse_training.dpo_trainer import cap_rejected
 from flexmuse_training.data import BadRecordError, dpo_view, has_split, load_articles, sft_view
 
 
@@ -95,7 +98,7 @@ def test_dpo_view_rejects_the_other_paragraphs_of_the_article(tmp_path):
     assert stats["dropped_rejected"] == 4
 
 
-def test_a_rejected_cap_draws_other_paragraphs_at_every_batch(tmp_path):
+def test_the_collator_holds_every_rejected_and_a_cap_draws_afresh_per_batch(tmp_path):
     image = _image(tmp_path / "a.png", (0, 0, 0))
     paragraphs = ["one", "two", "three", "four", "five"]
     rows = list(dpo_view(load_articles(Dataset.from_list(
@@ -103,15 +106,17 @@ def test_a_rejected_cap_draws_other_paragraphs_at_every_batch(tmp_path):
     processor = FlexMuseProcessor.tiny()
     full = MscDPOCollator(processor, slots=4)(rows)
     assert full["rejected_index"].tolist() == [n for n in range(5) for _ in range(4)]  # all others, as the paper
-    collator, seen = MscDPOCollator(processor, max_rejected=1, slots=4), set()
-    for _ in range(20):
-        batch = collator(rows)
+    seen = set()
+    for draw in range(20):
+        torch.manual_seed(draw)
+        batch = cap_rejected(full, 1)
         assert batch["rejected_index"].tolist() == list(range(5))  # one per row
         for row, slot, labels in zip(batch["rejected_index"], batch["rejected_slot"], batch["rejected_labels"]):
             text = processor.tokenizer.decode(labels[labels != -100], skip_special_tokens=True)
             assert text == rows[row]["rejected"][slot]  # the slot names the paragraph it holds
         seen.add(tuple(batch["rejected_slot"].tolist()))
     assert len(seen) > 1  # drawn afresh, not fixed when the rows were built
+    assert cap_rejected(full, 2)["rejected_index"].tolist() == [n for n in range(5) for _ in range(2)]
     with pytest.raises(ValueError, match="slots=3"):
         MscDPOCollator(processor, slots=3)(rows)
 

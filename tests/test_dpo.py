@@ -202,6 +202,7 @@ def test_sampled_rejected_rows_hold_the_models_own_paragraphs(articles):
     assert all(len(r) == 1 and r[0].strip() and r[0] != c for r, c in zip(rows["rejected"], rows["chosen"]))
 
 
+@pytest.mark.slow
 def test_mscdpo_after_sft_raises_alignment_and_keeps_rouge(tmp_path):
     corpus = tmp_path / "corpus"
     make_corpus(str(corpus), articles=200, seed=1, eval_articles=16)
@@ -225,6 +226,7 @@ def test_mscdpo_after_sft_raises_alignment_and_keeps_rouge(tmp_path):
     assert len(margins) >= 4 and sum(margins[-2:]) / 2 > sum(margins[:2]) / 2 + 0.1
 
 
+@pytest.mark.slow
 def test_two_processes_with_precomputed_reference(tmp_path):
     corpus = tmp_path / "corpus"
     make_corpus(str(corpus), articles=16, seed=0, eval_articles=4)
@@ -253,11 +255,80 @@ def test_two_processes_with_precomputed_reference(tmp_path):
     assert AutoModel.from_pretrained(str(out), trust_remote_code=True).config.model_type == "flexmuse"
 
 
-def test_the_trl_methods_overridden_still_exist():
-    """MscDPOTrainer overrides private DPOTrainer methods: a trl upgrade that renames one fails here."""
+def test_the_trl_methods_overridden_keep_their_signatures_in_the_installed_trl():
+    """MscDPOTrainer overrides one private DPOTrainer method and reads some of its attributes: a trl
+    upgrade that renames or reshapes one fails here, not silently in training."""
+    import inspect
+
     from trl import DPOTrainer
 
-    for name in ("_prepare_dataset", "_set_signature_columns_if_needed", "compute_ref_log_probs", "_compute_loss",
-                 "_precompute_ref_logps", "prediction_step", "create_model_card"):
-        assert callable(getattr(DPOTrainer, name, None)), name
-        assert name in vars(MscDPOTrainer) or name == "_precompute_ref_logps", name
+    private = {name for name, value in vars(MscDPOTrainer).items() if name.startswith("_")
+               and not name.startswith("__") and callable(value) and hasattr(DPOTrainer, name)}
+    assert private == {"_prepare_dataset"}, private  # the module docstring lists exactly these
+    for name in ("_prepare_dataset", "compute_ref_log_probs", "compute_loss", "prediction_step"):
+        ours, theirs = (list(inspect.signature(getattr(cls, name)).parameters) for cls in (MscDPOTrainer, DPOTrainer))
+        assert ours == theirs, (name, ours, theirs)
+    for name in ("_prepare_dataset", "compute_ref_log_probs", "compute_loss", "prediction_step", "create_model_card"):
+        assert name in MscDPOTrainer.__doc__ or name in dpo_trainer.__doc__, name
+    # TRL's own loss path is bypassed, and TRL calls the hooks this trainer relies on
+    source = inspect.getsource(DPOTrainer)
+    assert "self._prepare_dataset(train_dataset, processing_class, args, \"train\")" in source
+    assert "self.compute_ref_log_probs(model, padded_batch)" in source
+
+
+def test_trl_attributes_read_by_the_trainer_are_set(articles, tmp_path):
+    trainer = _trainer(tmp_path, articles, loss_type=["sigmoid", "sft"], loss_weights=[1.0, 2.0], beta=0.3)
+    assert (trainer.beta, trainer.loss_types, trainer.loss_weights) == (0.3, ["sigmoid", "sft"], [1.0, 2.0])
+    assert trainer.precompute_ref_logps is False and set(trainer._metrics) == {"train", "eval"}
+
+
+def _epoch_pairs(trainer) -> list:
+    """(chosen, sorted rejected) of every prompt of one pass over the training dataloader, decoded."""
+    tokenizer = trainer.processing_class.tokenizer
+    decode = lambda labels: [tokenizer.decode(row[row != -100], skip_special_tokens=True) for row in labels]  # noqa
+    pairs = []
+    for batch in trainer.get_train_dataloader():
+        chosen, rejected = decode(batch["chosen_labels"]), decode(batch["rejected_labels"])
+        for row, text in enumerate(chosen):
+            pairs.append((text, tuple(sorted(r for r, i in zip(rejected, batch["rejected_index"]) if i == row))))
+    return sorted(pairs)
+
+
+def test_standard_dpo_keeps_one_rejected_per_prompt_in_every_epoch_and_mscdpo_all_others(articles, tmp_path):
+    standard = _trainer(tmp_path / "s", articles, standard_dpo=True)
+    msc = _trainer(tmp_path / "m", articles)
+    rows, all_rows = standard.train_dataset, msc.train_dataset
+    assert all(len(r) == 1 for r in rows["rejected"])
+    assert all(r[0] in others for r, others in zip(rows["rejected"], all_rows["rejected"]))  # another paragraph
+    picks = [others.index(r[0]) for r, others in zip(rows["rejected"], all_rows["rejected"])]
+    assert len(set(picks)) > 1  # drawn per prompt, not always the first
+    epochs = [_epoch_pairs(standard) for _ in range(3)]  # the dataloader reshuffles every pass
+    assert epochs[0] == epochs[1] == epochs[2]
+    expected = sorted(zip(rows["chosen"], (tuple(r) for r in rows["rejected"])))
+    assert epochs[0] == [(c, r) for c, r in expected]
+    assert _epoch_pairs(msc) == sorted((c, tuple(sorted(r))) for c, r in zip(all_rows["chosen"], all_rows["rejected"]))
+    # the draw is part of the run's seed: the same seed the same negatives, another seed others
+    again = _trainer(tmp_path / "s2", articles, standard_dpo=True).train_dataset
+    other = MscDPOTrainer(make_model(0).train(), args=_config(tmp_path / "s3", standard_dpo=True, seed=1),
+                          train_dataset=articles, processing_class=FlexMuseProcessor.tiny()).train_dataset
+    assert list(again["rejected"]) == list(rows["rejected"]) != list(other["rejected"])
+    with pytest.raises(ValueError, match="give one of the two"):
+        _config(tmp_path, standard_dpo=True, max_rejected=1)
+
+
+def test_sampled_rejected_rows_are_written_a_batch_of_articles_at_a_time(tmp_path, monkeypatch):
+    make_corpus(str(tmp_path / "c"), articles=200, seed=4)
+    articles = load_articles(str(tmp_path / "c"), "train")
+    calls = []
+    write = dpo_trainer.write_articles
+
+    def counted(model, processor, topics, images, **kwargs):
+        calls.append((len(topics), sum(map(len, images))))
+        return write(model, processor, topics, images, **kwargs)
+
+    monkeypatch.setattr(dpo_trainer, "write_articles", counted)
+    rows = dpo_trainer.sampled_rejected_rows(make_model(0), FlexMuseProcessor.tiny(), articles, seed=0,
+                                             max_new_tokens=3, batch_size=16, disable_tqdm=True)
+    assert sum(n for n, _ in calls) == 200 and max(n for n, _ in calls) == 16 and len(calls) == 13
+    assert sum(i for _, i in calls) == sum(map(len, articles["paragraphs"]))  # each image once
+    assert 0 < len(rows) and all(len(r) == 1 for r in rows["rejected"])

@@ -103,28 +103,82 @@ def items(*markers, reference="参考"):
     return [{"prediction": f"文本 {m}", "reference": reference} for m in markers]
 
 
+S = (5, 4, 3, 4, 5)  # the five most of the replies below hold
+
+
 @pytest.mark.parametrize("reply, expected", [
-    ("5,4,3,4,5", (5, 4, 3, 4, 5)),
+    # a bare run, alone or after prose
+    ("5,4,3,4,5", S),
     ("5, 4, 1, 3, 2", (5, 4, 1, 3, 2)),
-    ("5，4，3，4，5", (5, 4, 3, 4, 5)),
+    ("5，4，3，4，5", S),
     ("1、2、3、4、5。", (1, 2, 3, 4, 5)),
-    ("Scores: 5, 4, 3, 4, 5.", (5, 4, 3, 4, 5)),
-    ("我认为这篇文本风格统一，但略显平淡。\n得分：5，4，3，4，5", (5, 4, 3, 4, 5)),
+    ("1、 2、 3、 4、 5", (1, 2, 3, 4, 5)),  # one line, not a numbered list
+    ("Scores: 5, 4, 3, 4, 5.", S),
+    ("我认为这篇文本风格统一，但略显平淡。\n得分：5，4，3，4，5", S),
     ("I think the text is fine.\n\n4\n3\n5\n2\n1\n", (4, 3, 5, 2, 1)),
-    ("Step 1 done; scores 2 2 2 2 2", (2, 2, 2, 2, 2)),  # the run starts after the prose, not at "1"
-    ("step2: 1,1,1,1,1", (1, 1, 1, 1, 1)),  # "2" is glued to a word: not a score
-    ("５，４，３，４，５", (5, 4, 3, 4, 5)),  # full-width digits
+    ("Step 1 done; scores 2 2 2 2 2", (2, 2, 2, 2, 2)),  # "1" is a run of its own, of one
+    ("step2: 1,1,1,1,1", (1, 1, 1, 1, 1)),  # "2" is glued to a word: not a number
+    ("５，４，３，４，５", S),  # full-width digits
+    ("评分：５，４，３，４，５。", S),
+    # scores first, an explanation after
+    ("5，4，3，4，5\n\n理由：文本风格统一，语义前后一致，但创意略显不足。", S),
+    ("5, 4, 3, 4, 5\n\nThe style is consistent throughout; the ending is a little rushed (2 sentences).", S),
+    ("5，4，3，4，5\n（1分最差，5分最优）", S),  # the scale on the next line is not a sixth score
+    ("5, 4, 3, 4, 5 (out of 5)", S),
+    ("5, 4, 3, 4, 5\n\n总分：21分", S),
+    ("Scores: 5, 4, 3, 4, 5\n\n1. The style is consistent.\n2. The story holds together.", S),
+    # score forms
+    ("**5**, **4**, **3**, **4**, **5**", S),
+    ("5/5, 4/5, 3/5, 4/5, 5/5", S),
+    ("5分，4分，3分，4分，5分", S),
+    ("(5) (4) (3) (4) (5)", S),
+    ("[5, 4, 3, 4, 5]", S),
+    ("| SC | CC | CV | RN | CO |\n|---|---|---|---|---|\n| 5 | 4 | 3 | 4 | 5 |", S),
+    ("<think>The style is fine, maybe 4,4,4,4,4... no.</think>\n5,4,3,4,5", S),  # the thinking is not read
+    # one per line, numbered or bulleted
+    ("1. 5\n2. 4\n3. 3\n4. 4\n5. 5", S),
+    ("1) 5\n2) 4\n3) 3\n4) 4\n5) 5", S),
+    ("- 5\n- 4\n- 3\n- 4\n- 5", S),
+    # labelled
+    ("SC: 5\nCC: 4\nCV: 3\nRN: 4\nCO: 5", S),
+    ("SC 5, CC 4, CV 3, RN 4, CO 5", S),
+    ("CC: 4, SC: 5, CV: 3, RN: 4, CO: 5", S),  # ordered by label, not as written
+    ("CO=1; RN=2; CV=3; CC=4; SC=5", (5, 4, 3, 2, 1)),
+    ('{"SC": 5, "CC": 4, "CV": 3, "RN": 4, "CO": 5}', S),
+    ("SC^f: 5, CC^f: 4, CV^f: 3, RN^f: 4, CO^f: 5", S),
+    ("风格一致性：5\n语义一致性：4\n创造性：3\n丰富度：4\n逻辑连贯性：5", S),
+    ("**风格一致性**：5分，风格统一。\n**语义一致性**：4分，个别句子跑题。\n**创造性**：3分\n**丰富度**：4分\n**逻辑连贯性**：5分", S),
+    ("1. 风格一致性：5/5\n2. 语义一致性：4/5\n3. 创造性：3/5\n4. 丰富度：4/5\n5. 逻辑连贯性：5/5", S),
+    ("风格一致性得分为5分；语义一致性得分为4分；创造性得分为3分；丰富度得分为4分；逻辑连贯性得分为5分。", S),
+    ("风格一致性（SC）：5\n语义一致性（CC）：4\n创造性（CV）：3\n丰富度（RN）：4\n逻辑连贯性（CO）：5", S),
+    ("**Style consistency**: 5/5 - the tone never wavers.\n**Semantic consistency**: 4/5\n**Creativity**: 3/5\n"
+     "**Richness**: 4/5\n**Logical coherence**: 5/5\n\nOverall a solid text.", S),
+    ("Creativity (3), Richness (4), Logical coherence (5), Style consistency (5), Semantic consistency (4)", S),
+    ("style consistency: 5 out of 5\nsemantic consistency: 4 out of 5\ncreativity: 3 out of 5\n"
+     "richness: 4 out of 5\nlogical coherence: 5 out of 5", S),
+    ("SC: 5, CC: 4, CV: 3, RN: 4, CO: 5\n\nIn order: 5, 4, 3, 4, 5", S),  # the two readings agree
+    # refused: not exactly one valid five
     ("5，4，3", None),
     ("5,4,3,2,1,4", None),
     ("7", None),
     ("The text is coherent and creative.", None),
+    ("文本风格统一，语义连贯，创造性一般。", None),
     ("", None),
     ("6,4,3,4,5", None),
     ("0,4,3,4,5", None),
     ("15,4,3,4,5", None),  # not "5,4,3,4,5" with a stray 1
     ("4.5, 4, 3, 4, 5", None),  # a decimal is not a score
-    ("5, 4, 3, 4, 5 (out of 5)", None),  # the scores must end the reply
-    ("SC: 5\nCC: 4\nCV: 3\nRN: 4\nCO: 5", None),
+    ("4.5, 4, 3, 4, 5, 2", None),  # ... nor does it leave the five after it
+    ("4/10, 4, 3, 4, 5", None),  # another scale
+    ("5/5, 4/5, 3/5, 4/5", None),
+    ("5, 4, 3, 4, 5\n\nOn reflection: 4, 4, 4, 4, 4", None),  # two different fives
+    ("5，4，3，4，5\n4，4，3，4，5", None),  # two lines, ten numbers
+    ("5\n4\n3\n4\n5\n2", None),  # six scores, one per line
+    ("SC: 5, CC: 4", None),  # aspects missing
+    ("SC: 5\nCC: 4\nCV: 3\nRN: 4\nCO: 5\nSC: 4", None),  # an aspect twice
+    ("风格一致性：5\n语义一致性：4\n创造性：3.5\n丰富度：4\n逻辑连贯性：5", None),
+    ("SC: 5, CC: 4, CV: 3, RN: 4, CO: 5\n\n4, 4, 4, 4, 4", None),  # labels and a run disagree
+    ("风格一致性：6\n语义一致性：4\n创造性：3\n丰富度：4\n逻辑连贯性：5", None),
 ])
 def test_parse_scores(reply, expected):
     assert parse_scores(reply) == expected
@@ -194,7 +248,26 @@ def test_scores_retries_and_unscored(serve):
     ]
     # 21 requests: good 1, four malformed x 3 attempts, flaky 3, late-fix 2, not-json 3; 13 of them retries
     assert (result.requests, result.retries, result.unscored, result.cache_hits) == (21, 13, 4, 0)
+    assert result.unreadable == 4  # all four unscored got replies, none of them readable
     assert len(server.received) == 21
+
+
+def test_unreadable_replies_are_counted_apart_from_failures(serve):
+    server = serve({
+        "unreadable": ["The text is lovely, I would give it a high score."],  # the same at every retry
+        "down": [("status", 503)],
+        "garbled": [("raw", b"<html>oops</html>")],  # a response, but no reply text in it
+        "half-read": ["I cannot decide.", ("status", 500)],  # a reply came back and did not parse
+        "refused": [("status", 401)],
+        "fine": ["SC: 5\nCC: 4\nCV: 3\nRN: 4\nCO: 5"],
+    })
+    client = JudgeClient(server.url, "m", retries=2, **FAST)
+    result = client.judge(items("unreadable", "down", "garbled", "half-read", "refused", "fine", "unreadable"))
+    assert [s is None for s in result.scores] == [True, True, True, True, True, False, True]
+    # per item: "unreadable" twice (one prompt, asked once), "half-read"; not "down", "garbled", "refused"
+    assert (result.unscored, result.unreadable) == (6, 3)
+    assert result.stats["unreadable"] == 3 and result.stats["unscored"] == 6
+    assert result.requests == 3 + 3 + 3 + 3 + 1 + 1
 
 
 def test_slow_reply_times_out_and_is_retried(serve):
@@ -278,6 +351,23 @@ def test_aggregate_leaves_unscored_out_of_the_means():
     out = aggregate(free, aware)
     assert out["scores"] == {"SC^f": 4.0, "CC^f": 3.0, "CV^f": 2.0, "RN^f": 2.0, "CO^f": 2.0,
                              "SC^a": 2.0, "CC^a": 2.0, "CV^a": 2.0, "RN^a": 2.0, "CO^a": 5.0}
-    assert out["stats"] == {"judged": 6, "requests": 8, "retries": 4, "unscored": 3, "cache_hits": 2}
+    assert out["stats"] == {"judged": 6, "requests": 8, "retries": 4, "unscored": 3, "unreadable": 0, "cache_hits": 2}
+    free.unreadable, aware.unreadable = 1, 1
+    assert aggregate(free, aware)["stats"]["unreadable"] == 2
     only_free = aggregate(free)["scores"]
     assert only_free["SC^f"] == 4.0 and all(only_free[name] is None for name in CRITERIA[5:])
+
+
+def test_results_md_states_the_share_of_unreadable_replies():
+    from flexmuse_training.evaluation import EvaluationResult
+
+    info = {"articles": 60, "paragraphs": 180,
+            "judge": {"model": "m", "judged": 120, "requests": 130, "retries": 10, "unscored": 3, "unreadable": 2,
+                      "cache_hits": 0}}
+    report = EvaluationResult(articles=[], metrics={}, info=info).to_markdown("Model")
+    assert ("Judge `m`: 3 of 120 judgements unscored (2 with replies the parser could not read, 1.7 % of the "
+            "judgements; "
+            "1 without a reply: connection, timeout or HTTP failures)") in report
+    info["judge"].update(unscored=1, unreadable=1)
+    assert "(1 with replies the parser could not read, 0.8 % of the judgements; 0 without a reply" in \
+        EvaluationResult(articles=[], metrics={}, info=info).to_markdown("Model")

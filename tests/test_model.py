@@ -196,3 +196,36 @@ def test_precomputed_features_give_the_same_output(tiny_model, pixels):
                         image_features=tiny_model.encode_images(pixels), topic_index=index, labels=labels,
                         gate_mode="open")
     assert torch.equal(direct.logits, cached.logits) and torch.equal(direct.loss, cached.loss)
+
+
+def test_generate_leaves_a_given_memory_unchanged(tiny_model, pixels):
+    """Beam search expands `encoder_outputs` by assigning into it; the caller's memory must keep its
+    one row per image, so that it can be reused and its gate figures stay per image."""
+    ids, mask = topic_ids([5, 6, 7])
+    memory = tiny_model.get_memory(input_ids=ids, pixel_values=pixels, attention_mask=mask, gate_mode="sample",
+                                   generator=torch.Generator().manual_seed(0))
+    before = {key: value.clone() for key, value in memory.items()}
+    first = tiny_model.generate(encoder_outputs=memory, num_beams=2, max_new_tokens=5)
+    second = tiny_model.generate(encoder_outputs=memory, num_beams=2, max_new_tokens=5)
+    assert first.shape[0] == second.shape[0] == 3
+    assert torch.equal(first, second)
+    assert memory.keys() == before.keys()
+    for key, value in before.items():
+        assert torch.equal(memory[key], value), key
+
+
+def test_article_gate_figures_do_not_depend_on_the_beam_count():
+    from PIL import Image
+
+    from processing_flexmuse import FlexMuseProcessor
+    from writing_flexmuse import write_articles
+
+    model, processor = make_model(), FlexMuseProcessor.tiny()
+    images = [Image.new("RGB", (32, 32), colour) for colour in ("red", "blue", "green", "yellow")]
+    figures = {}
+    for beams in (1, 2, 4):
+        article = write_articles(model, processor, ["海边的书店"], [images], gate_seed=7, decode_seed=0,
+                                 num_beams=beams, max_new_tokens=4)[0]
+        figures[beams] = [(s.metadata["gate_similarity"], s.metadata["gate_keep"]) for s in article.sections]
+    assert len({sigma for sigma, _ in figures[1]}) == 4  # four images, four different similarities
+    assert figures[1] == figures[2] == figures[4]

@@ -48,6 +48,7 @@ def _short(steps=4, *extra):
             "--eval_strategy", "no", "--save_strategy", "no", "--eval_split", "", *extra]
 
 
+@pytest.mark.slow
 def test_sft_on_a_pretrained_clip_learns_to_see_what_it_writes_about(tmp_path):
     """After CLIP pretraining and a short SFT, the held-out paragraphs name their image's colour
     and position far above chance (1/6, 1/3; a random frozen CLIP gave 0.34 for position) and
@@ -96,6 +97,7 @@ def _losses(info):
     return [entry["loss"] for entry in info["log_history"] if "loss" in entry]
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one_on_the_same_global_batch_save_and_load_in_a_fresh_process(small_corpus,
                                                                                                   tmp_path):
     out = tmp_path / "out"
@@ -149,6 +151,7 @@ def test_two_processes_train_like_one_on_the_same_global_batch_save_and_load_in_
         assert torch.equal(got["generated"], expected), name
 
 
+@pytest.mark.slow
 def test_fsdp_with_the_shipped_config_trains_like_ddp_saves_whole_and_evaluates(small_corpus, tmp_path):
     """Two CPU processes under FSDP2 (tests/fsdp_cpu.py turns it on where accelerate would fall back
     to DDP), with the `fsdp_config` of training/configs/accelerate/fsdp.yaml, the feature store,
@@ -291,3 +294,26 @@ def test_push_to_hub_uploads_the_finished_repo_without_checkpoints(small_corpus,
     sent = set(calls[1][2])
     assert {"config.json", "model.safetensors", "README.md", "modeling_flexmuse.py", "processor_config.json"} <= sent
     assert not any(name.startswith("checkpoint-") for name in sent)
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_sft_evaluation_loss_is_the_same_at_every_evaluation_of_the_same_weights(small_corpus, tmp_path, cache):
+    """The msaGate samples u; evaluation fixes it per example (--gate_seed), so eval_loss and the
+    best-checkpoint choice do not ride on gate noise. Training still draws u afresh."""
+    torch.manual_seed(0)
+    # random tiny features have small sigma: narrow U(low, high) so both gate decisions occur
+    model = FlexMuseForConditionalGeneration(FlexMuseConfig.tiny(gate_low=0.0, gate_high=0.02))
+    args = FlexMuseSFTConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", eval_articles=0,
+                             per_device_eval_batch_size=4, feature_cache=cache, disable_tqdm=True)
+    evaluation = load_articles(small_corpus, "validation")
+    trainer = FlexMuseSFTTrainer(model, args=args, eval_dataset=evaluation, processing_class=FlexMuseProcessor.tiny())
+    losses = [trainer.evaluate()["eval_loss"] for _ in range(4)]
+    assert max(losses) - min(losses) < 1e-6, losses
+    batch = trainer._prepare_inputs(trainer.data_collator(list(trainer.eval_dataset.select(range(8)))))
+    model.eval()
+    with torch.no_grad():
+        evaluated = [model(**trainer._frozen_features(batch)).gate_keep for _ in range(3)]
+    assert 0 < evaluated[0].sum() < len(evaluated[0]) and all(torch.equal(evaluated[0], k) for k in evaluated)
+    reseeded = FlexMuseSFTTrainer(model, args=FlexMuseSFTConfig(**{**args.to_dict(), "gate_seed": 1}),
+                                  eval_dataset=evaluation, processing_class=FlexMuseProcessor.tiny())
+    assert reseeded.evaluate()["eval_loss"] != pytest.approx(losses[0], abs=1e-6)  # the seed decides u

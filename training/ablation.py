@@ -6,7 +6,7 @@ tested on a corpus whose training topics give the images' colour away.
     python training/ablation.py --data data/corpus --out out/ablation --report bench/ABLATION.md
     python training/ablation.py --quick --out /tmp/ablation   # a few steps: checks that it runs
 
-Rows: SFT (no gate, no fusion), +DPO (standard DPO: one rejected per prompt, drawn each batch),
+Rows: SFT (no gate, no fusion), +DPO (standard DPO: one rejected per prompt, fixed for the run),
 +mscDPO (every other paragraph of the article rejected), +msaGate, +fusion, +msaGate+DPO,
 +msaGate+fusion, and FlexMUSE (gate + fusion + mscDPO). Every SFT trains the same steps and every
 preference stage the same steps, learning rate and loss; a seed sets both the training and the
@@ -37,7 +37,7 @@ SFT_VARIANTS = {"plain": ["--use_gate", "false", "--use_fusion", "false"],
                 "gate": ["--use_gate", "true", "--use_fusion", "false"],
                 "fusion": ["--use_gate", "false", "--use_fusion", "true"],
                 "full": ["--use_gate", "true", "--use_fusion", "true"]}
-PREFERENCE = {"DPO": ["--max_rejected", "1"], "mscDPO": []}  # mscDPO: every other paragraph (the default)
+PREFERENCE = {"DPO": ["--standard_dpo", "true"], "mscDPO": []}  # mscDPO: every other paragraph (the default)
 # name: (SFT variant, preference stage or None)
 ROWS = {"SFT": ("plain", None), "+DPO": ("plain", "DPO"), "+mscDPO": ("plain", "mscDPO"),
         "+msaGate": ("gate", None), "+fusion": ("fusion", None), "+msaGate+DPO": ("gate", "DPO"),
@@ -57,7 +57,7 @@ def train_grid(rows, seeds, data: str, out: str, clip, sft_steps: int, dpo_steps
               "--overwrite_output_dir", "true", *(["--encoder_name_or_path", clip] if clip else [])]
     folders = {}
     for seed in seeds:
-        seeded = [*common, "--seed", str(seed)]
+        seeded = [*common, "--seed", str(seed), "--gate_seed", str(seed)]
         sft_folders = {}
         for variant in dict.fromkeys(ROWS[row][0] for row in rows):
             sft_folders[variant] = os.path.join(out, f"seed{seed}", f"sft-{variant}")
@@ -69,7 +69,7 @@ def train_grid(rows, seeds, data: str, out: str, clip, sft_steps: int, dpo_steps
                 folders[row, seed] = sft_folders[variant]
                 continue
             folders[row, seed] = os.path.join(out, f"seed{seed}", f"{stage.lower()}-{variant}")
-            dpo.main([*seeded, "--gate_seed", str(seed), "--output_dir", folders[row, seed],
+            dpo.main([*seeded, "--output_dir", folders[row, seed],
                       "--model_name_or_path", sft_folders[variant], "--max_steps", str(dpo_steps),
                       *PREFERENCE[stage]])
     return folders

@@ -49,8 +49,8 @@ def main(argv=None):
     model, processor = load_model_and_processor(model_args)
     clear_earlier_run(config)  # after loading: the model may come from the folder it clears
     if config.rejected_source == "sample":
-        config.max_rejected = 1
-        train = sampled_rejected_rows(model.eval(), processor, train, config.seed, config.sample_max_new_tokens)
+        train = sampled_rejected_rows(model.eval(), processor, train, config.seed, config.sample_max_new_tokens,
+                                      config.per_device_eval_batch_size, config.disable_tqdm)
     trainer = MscDPOTrainer(model.train(), args=config, train_dataset=train, eval_dataset=evaluation,
                             processing_class=processor,
                             peft_config=lora_config(model, model_args) if model_args.use_lora else None)
@@ -59,10 +59,12 @@ def main(argv=None):
     if evaluation is not None:
         metrics.update(trainer.final_evaluate())
     final = trainer.final_model(merge_lora=model_args.use_lora)  # every rank: FSDP gathers the shards
-    settings = {"stage": f"mscDPO ({config.msc_mode}, {', '.join(config.loss_type)})",
+    variant = "standard DPO" if config.standard_dpo or config.rejected_source == "sample" else "mscDPO"
+    settings = {"stage": f"{variant} ({config.msc_mode}, {', '.join(config.loss_type)})",
                 "start": model_args.model_name_or_path, "dataset": data_args.dataset,
                 "steps": trainer.state.global_step, "learning_rate": config.learning_rate, "beta": config.beta,
-                "max_rejected": config.max_rejected, "rejected_source": config.rejected_source,
+                "max_rejected": config.max_rejected, "standard_dpo": config.standard_dpo,
+                "rejected_source": config.rejected_source,
                 "batch_size": config.per_device_train_batch_size, "processes": config.world_size,
                 "distributed": trainer.accelerator.distributed_type.value,
                 "lora": model_args.use_lora, "seed": config.seed}
