@@ -1,4 +1,5 @@
-"""ArtMUSE-format data through `datasets`: loaders, validation, the SFT and mscDPO views, the collator.
+"""ArtMUSE-format data through `datasets`: loaders, validation, and the SFT and mscDPO views (the
+collators are collator.py's).
 
 An article is `topic` (str), `images` (list of images), `paragraphs` (list of str, one per image)
 and optionally `lang`. Sources: a folder in the Hub's imagefolder layout (`metadata.jsonl` with
