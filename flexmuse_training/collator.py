@@ -11,11 +11,18 @@ import torch
 from .feature_store import content_key
 
 
-def gate_u(seed: int, article: int, chunk: int) -> float:
-    """The msaGate's u for one example in evaluation (SFT and mscDPO), a pure function of (seed,
-    article, chunk), so evaluation losses compare across steps (training draws u afresh at every step)."""
-    digest = hashlib.blake2b(f"{seed}:{article}:{chunk}".encode(), digest_size=8).digest()
+def example_draw(seed: int, article: int, chunk: int, purpose: str = "") -> float:
+    """A number in [0, 1) that is a pure function of (seed, article, chunk, purpose): the same in
+    every epoch, process and resumed run. `purpose` keeps draws for different uses independent."""
+    key = f"{purpose}:{seed}:{article}:{chunk}" if purpose else f"{seed}:{article}:{chunk}"
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") / 2**64
+
+
+def gate_u(seed: int, article: int, chunk: int) -> float:
+    """The msaGate's u for one example in evaluation (SFT and mscDPO), so evaluation losses compare
+    across steps (training draws u afresh at every step)."""
+    return example_draw(seed, article, chunk)
 
 
 class FlexMuseCollator:
@@ -84,4 +91,4 @@ class MscDPOCollator(FlexMuseCollator):
         return batch
 
 
-__all__ = ["FlexMuseCollator", "MscDPOCollator", "gate_u"]
+__all__ = ["FlexMuseCollator", "MscDPOCollator", "example_draw", "gate_u"]

@@ -8,7 +8,6 @@ or a `datasets.Dataset` / `DatasetDict`.
 """
 
 import csv
-import hashlib
 import io
 import json
 import logging
@@ -230,8 +229,8 @@ def check_dpo_articles(articles: Dataset, dataset, split: str) -> None:
 def dpo_view(articles: Dataset) -> tuple[Dataset, dict]:
     """One row per chunk: prompt (topic, image i), chosen = paragraph i, rejected = every other
     paragraph of the article, as the paper (identical or empty ones dropped; `one_rejected_per_prompt`
-    keeps one, the trainer's `max_rejected` caps them per batch). Articles with one chunk have no rejected and are
-    skipped; the counts come back as stats. Built by `Dataset.map`, so rows of an on-disk dataset
+    keeps one, the trainer's `max_rejected` caps them per batch). Articles with one chunk have no
+    rejected and are skipped; the counts come back as stats. Built by `Dataset.map`, so rows of an on-disk dataset
     stay on disk. The image column is `prompt_image`: TRL's DPOTrainer takes an `image` column for
     a chat VLM's."""
     stats = {"articles": len(articles), "one_chunk_skipped": 0, "rows": 0, "dropped_rejected": 0}
@@ -266,12 +265,13 @@ def dpo_view(articles: Dataset) -> tuple[Dataset, dict]:
 
 def one_rejected_per_prompt(rows: Dataset, seed: int) -> Dataset:
     """Standard DPO's rows (the paper's "+DPO" baseline): each mscDPO row keeps one of its rejected
-    paragraphs, chosen by a hash of (seed, article, chunk) when the rows are built, so every epoch
-    (and every process, and a resumed run) pairs the prompt with the same negative."""
+    paragraphs, chosen by `collator.example_draw` when the rows are built, so every epoch (and every
+    process, and a resumed run) pairs the prompt with the same negative."""
+    from .collator import example_draw
 
     def pick(row):
-        digest = hashlib.blake2b(f"{seed}:{row['article']}:{row['chunk']}".encode(), digest_size=8).digest()
-        return {"rejected": [row["rejected"][int.from_bytes(digest, "little") % len(row["rejected"])]]}
+        draw = example_draw(seed, row["article"], row["chunk"], purpose="rejected")
+        return {"rejected": [row["rejected"][int(draw * len(row["rejected"]))]]}
 
     return rows.map(pick, features=rows.features, desc="one rejected per prompt")
 

@@ -38,7 +38,7 @@ from trl.trainer.utils import use_adapter
 
 from modeling_flexmuse import sequence_log_probs
 from processing_flexmuse import FlexMuseProcessor
-from writing_flexmuse import draw_seeds, write_articles
+from writing_flexmuse import write_articles
 
 from .collator import MscDPOCollator
 from .data import dpo_view, one_rejected_per_prompt, sft_view
@@ -92,12 +92,13 @@ def pair_rows(rows: Dataset) -> Dataset:
 def cap_rejected(inputs: dict, max_rejected: int) -> dict:
     """A batch with at most `max_rejected` rejected paragraphs per row, drawn afresh (torch's RNG,
     which Trainer seeds) from those the collator gave: capped mscDPO's per-batch draw."""
-    index = inputs["rejected_index"]
-    keys = torch.rand(index.shape[0], device=index.device)
+    index = inputs["rejected_index"]  # (R,) the row of each rejected paragraph
+    order = torch.randperm(index.shape[0], device=index.device)
+    order = order[torch.argsort(index[order], stable=True)]  # grouped by row, shuffled within each row
+    counts = torch.bincount(index, minlength=int(index.max()) + 1 if index.numel() else 0)
+    rank = torch.arange(index.shape[0], device=index.device) - (counts.cumsum(0) - counts)[index[order]]
     keep = torch.zeros_like(index, dtype=torch.bool)
-    for row in index.unique():
-        members = (index == row).nonzero().flatten()
-        keep[members[keys[members].argsort()[:max_rejected]]] = True
+    keep[order[rank < max_rejected]] = True
     return {**inputs, **{key: inputs[key][keep] for key in ("rejected_labels", "rejected_index", "rejected_slot")}}
 
 
@@ -106,14 +107,13 @@ def sampled_rejected_rows(model, processor, articles: Dataset, seed: int = 0, ma
                           batch_size: int = 8, disable_tqdm: bool = False) -> Dataset:
     """Rejected = the starting model's own sampled paragraph for each prompt (dropped where it
     reproduces the reference): one rejected per prompt. Written `batch_size` articles per `generate`
-    call, so memory does not grow with the dataset; batch b is seeded with (seed, b)."""
+    call, so memory does not grow with the dataset; the batch from article `start` on is seeded with
+    seed + start, as the evaluator's."""
     paragraphs = []
-    for number, start in enumerate(tqdm(range(0, len(articles), batch_size), desc="sampling rejected paragraphs",
-                                        disable=disable_tqdm)):
+    for start in tqdm(range(0, len(articles), batch_size), desc="sampling rejected paragraphs", disable=disable_tqdm):
         batch = articles.select(range(start, min(start + batch_size, len(articles))))
-        seeds = draw_seeds(torch.Generator().manual_seed(seed * 1_000_003 + number), 2)
-        written = write_articles(model, processor, batch["topic"], batch["images"], gate_seed=seeds[0],
-                                 decode_seed=seeds[1], do_sample=True, max_new_tokens=max_new_tokens)
+        written = write_articles(model, processor, batch["topic"], batch["images"], gate_seed=seed + start,
+                                 decode_seed=seed + start, do_sample=True, max_new_tokens=max_new_tokens)
         paragraphs.extend(article.paragraphs for article in written)
     rows = sft_view(articles).rename_columns({"paragraph": "chosen", "image": "prompt_image"})
     samples = [[paragraphs[a][c]] for a, c in zip(rows["article"], rows["chunk"])]

@@ -45,7 +45,8 @@ class FlexMuseTrainerArguments(OutputDirArguments):
                 "on the model's device) and read them back from disk afterwards"})
     feature_cache_dir: Optional[str] = field(default=None, metadata={
         "help": "where the feature store's temporary folder goes (default: the system's temporary folder); "
-                "it needs about (1 + patches) x width x 4 bytes per image, removed when the store is closed or garbage-collected (at the latest when the process exits)"})
+                "it needs about (1 + patches) x width x 4 bytes per image, removed when the store is closed or "
+                "garbage-collected (at the latest when the process exits)"})
     eval_articles: int = field(default=8, metadata={"help": "validation articles written and scored at evaluation"})
     eval_max_new_tokens: int = field(default=128, metadata={"help": "paragraph length limit of those articles"})
     gate_seed: int = field(default=0, metadata={
