@@ -19,14 +19,15 @@ from typing import Callable, Optional, Sequence
 import gradio as gr
 import torch
 
+from checks_flexmuse import MAX_DRAWN_IMAGES, check_writing_options, model_path_kind, user_error_message
+from configuration_flexmuse import GATE_MODES as MODEL_GATE_MODES
 from images_flexmuse import ImageLoadError, load_images
 from pipeline_flexmuse import FlexMusePipeline
 from processing_flexmuse import check_topic
-from writing_flexmuse import MAX_DRAWN_IMAGES, check_model_path, check_writing_options
 
 DEFAULT_MODEL = "out/dpo"
 MAX_PHOTOS = 8
-GATE_MODES = ("model default", "sample", "open", "closed")
+GATE_MODES = ("model default", *MODEL_GATE_MODES)
 DECODINGS = ("beam search", "sampling")
 TABLE_HEADERS = ["paragraph", "msaGate similarity", "topic kept"]
 
@@ -55,9 +56,9 @@ def model_status(path: Optional[str] = None) -> str:
     if path == DEFAULT_MODEL and not os.path.exists(path):
         return _how_to_make(path, "not trained yet")
     try:
-        kind = check_model_path(path)
+        kind = model_path_kind(path)
     except (OSError, ValueError) as err:
-        return _how_to_make(path, str(err))
+        return _how_to_make(path, user_error_message(err))
     what = {"pipeline": "saved pipeline", "model": "model folder", None: "Hub id"}[kind]
     return f"Model: `{path}` ({what}); loaded on the first request."
 
@@ -73,7 +74,7 @@ def get_pipeline(path: Optional[str] = None) -> FlexMusePipeline:
         try:
             pipe = FlexMusePipeline.load(path, t2i=os.environ.get("FLEXMUSE_T2I") or None)
         except (OSError, ValueError) as err:
-            raise ModelUnavailable(_how_to_make(path, str(err))) from err
+            raise ModelUnavailable(_how_to_make(path, user_error_message(err))) from err
         pipe.set_progress_bar_config(disable=False)
         _pipelines[path] = pipe
         return pipe
@@ -150,7 +151,7 @@ def article_html(article) -> str:
 
 
 def _error_markdown(err: Exception) -> str:
-    return f"**Error:** {html.escape(str(err), quote=False)}"
+    return f"**Error:** {html.escape(user_error_message(err), quote=False)}"
 
 
 def on_write(topic, photos, num_images, gate_mode, seed, max_new_tokens, decoding, num_beams,

@@ -5,7 +5,7 @@ cross-modality fusion (Eq. 2-4) and a T5 decoder that writes one paragraph per (
 """
 
 import copy
-from typing import Any, Optional
+from typing import Any
 
 from transformers import AutoConfig, PretrainedConfig, T5Config
 from transformers.configuration_utils import SubConfigSpec
@@ -104,11 +104,11 @@ class FlexMuseConfig(PretrainedConfig):
 
     def __init__(
         self,
-        encoder: Optional[Any] = None,
-        decoder: Optional[Any] = None,
+        encoder: Any | None = None,
+        decoder: Any | None = None,
         encoder_backend: str = "transformers",
-        open_clip_model_name: Optional[str] = None,
-        open_clip_config: Optional[dict] = None,
+        open_clip_model_name: str | None = None,
+        open_clip_config: dict | None = None,
         gate_mode: str = "sample",
         gate_low: float = 0.0,
         gate_high: float = 1.0,
@@ -270,15 +270,14 @@ class FlexMuseConfig(PretrainedConfig):
 
     @classmethod
     def from_preset(cls, name: str, **kwargs) -> "FlexMuseConfig":
-        """`"tiny"`, `"base"` or `"base-en"` (README, "Presets")."""
-        builders = {"tiny": cls.tiny, "base": cls.base, "base-en": cls.base_en}
-        if name not in builders:
-            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(builders)}")
-        return builders[name](**kwargs)
+        """One of `PRESET_COMPONENTS` (README, "Presets"): `tiny`, `base`, `base-en`."""
+        if name not in PRESET_COMPONENTS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESET_COMPONENTS)}")
+        return getattr(cls, name.replace("-", "_"))(**kwargs)
 
 
 # Registered as transformers registers remote classes once loaded: a process that imports flexmuse
 # reads saved folders (tokenizers and processors consult config.json) without a remote-code prompt.
 AutoConfig.register(FlexMuseConfig.model_type, FlexMuseConfig, exist_ok=True)
 
-__all__ = ["FlexMuseConfig", "PRESET_COMPONENTS"]
+__all__ = ["GATE_MODES", "FlexMuseConfig", "PRESET_COMPONENTS"]

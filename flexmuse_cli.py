@@ -29,6 +29,8 @@ def _write_parser(subparsers, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--do-sample", action="store_true")
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-p", type=float, default=1.0)
+    # configuration_flexmuse.GATE_MODES (a test holds them equal): importing it here would load
+    # transformers before `flexmuse --help` could answer
     parser.add_argument("--gate-mode", choices=("sample", "open", "closed"), default=None)
     parser.add_argument("--num-inference-steps", type=int, default=50)
     parser.add_argument("--guidance-scale", type=float, default=7.5)
@@ -61,9 +63,9 @@ def _write(args: argparse.Namespace) -> int:
     import torch
 
     from article_flexmuse import check_output_folder
-    from images_flexmuse import load_image
+    from checks_flexmuse import check_writing_options
+    from images_flexmuse import load_images
     from pipeline_flexmuse import FlexMusePipeline
-    from writing_flexmuse import check_writing_options
 
     # every mistake that can be seen from the options fails here, before any model loads
     check_writing_options({
@@ -73,7 +75,7 @@ def _write(args: argparse.Namespace) -> int:
     }, cli=True)
     _check_device(args.device)
     check_output_folder(args.out, args.overwrite)
-    images = [load_image(path) for path in args.images] if args.images else None
+    images = load_images(args.images) if args.images else None
     dtype = getattr(torch, args.dtype)
     pipe = FlexMusePipeline.load(args.model, t2i=args.t2i, dtype=dtype).to(args.device)
     generator = None if args.seed is None else torch.Generator().manual_seed(args.seed)
@@ -169,8 +171,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, OSError) as err:
         if args.debug:
             raise
-        message = " ".join(str(err).split()) or type(err).__name__  # library messages may span lines
-        print(f"flexmuse {args.command}: error: {message}", file=sys.stderr)
+        from checks_flexmuse import user_error_line
+
+        print(user_error_line(f"flexmuse {args.command}", err), file=sys.stderr)
         return 2
 
 

@@ -6,6 +6,10 @@ form, so the normalisation below is written out. Large images are reduced while 
 the format allows it (JPEG draft mode) and always right after, so memory stays bounded. What would
 be guessed instead is refused: arrays whose value range is not uint8 0–255 or floats in [0, 1], and
 animations or multi-page files (which frame?).
+
+A picture already in that form (what `load_image` returns) comes back as it is. The pipelines, the
+command and the demo load images to fail early and to keep them for the article, then hand them to
+the processor, whose own loading passes them through: each image is opened and normalised once.
 """
 
 import os
@@ -13,7 +17,7 @@ from typing import Sequence, Union
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
 # Plenty for CLIP (224 px) and for the article's pictures, small enough to keep 8000×8000 photos cheap.
 MAX_SIDE = 2048
@@ -26,7 +30,8 @@ class ImageLoadError(ValueError):
 
 
 def load_image(image: ImageInput, max_side: int = MAX_SIDE) -> Image.Image:
-    """Return `image` as an RGB PIL image, EXIF-upright, no side longer than `max_side`."""
+    """Return `image` as an RGB PIL image, EXIF-upright, no side longer than `max_side` (`image` itself
+    when it already is one)."""
     if isinstance(image, (str, os.PathLike)):
         return _load_file(os.fspath(image), max_side)
     if isinstance(image, torch.Tensor):
@@ -36,6 +41,8 @@ def load_image(image: ImageInput, max_side: int = MAX_SIDE) -> Image.Image:
         image = _from_array(image)
     elif isinstance(image, Image.Image):
         _check_single_frame(image, "this PIL image")
+        if _is_loaded(image, max_side):
+            return image
     else:
         raise ImageLoadError(f"expected an image path, a PIL image, a numpy array or a torch tensor, "
                              f"got {type(image).__name__}")
@@ -69,6 +76,12 @@ def _load_file(path: str, max_side: int) -> Image.Image:
         raise
     except (Image.DecompressionBombError, UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ImageLoadError(f"cannot read image {path!r}: {err}") from err
+
+
+def _is_loaded(img: Image.Image, max_side: int) -> bool:
+    """Whether `_normalize` would only copy `img`: decoded (not a lazily read file), RGB, upright, small enough."""
+    return (not isinstance(img, ImageFile.ImageFile) and img.mode == "RGB" and max(img.size) <= max_side
+            and img.getexif().get(ExifTags.Base.Orientation, 1) == 1)
 
 
 def _check_single_frame(img: Image.Image, name: str) -> None:

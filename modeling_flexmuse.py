@@ -8,20 +8,23 @@ paragraph i. All paragraphs of an article are decoded as one batch, and the topi
 
 import copy
 from dataclasses import dataclass
-from typing import Optional
+from typing import TypedDict, Unpack
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, AutoModelForSeq2SeqLM, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
+from transformers.cache_utils import Cache
+from transformers.loss.loss_utils import fixed_cross_entropy
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
 from transformers.models.t5.modeling_t5 import T5Stack
+from transformers.utils import TransformersKwargs, can_return_tuple
 
 try:
-    from .configuration_flexmuse import FlexMuseConfig
+    from .configuration_flexmuse import GATE_MODES, FlexMuseConfig
 except ImportError:  # imported as a top-level module from a checkout
-    from configuration_flexmuse import FlexMuseConfig
+    from configuration_flexmuse import GATE_MODES, FlexMuseConfig
 
 
 @dataclass
@@ -46,18 +49,68 @@ class FlexMuseMemoryOutput(BaseModelOutput):
         gate_keep (`torch.BoolTensor` of shape `(num_images,)`): the msaGate decision (M = 1).
     """
 
-    attention_mask: Optional[torch.LongTensor] = None
-    gate_similarity: Optional[torch.FloatTensor] = None
-    gate_keep: Optional[torch.BoolTensor] = None
+    attention_mask: torch.LongTensor | None = None
+    gate_similarity: torch.FloatTensor | None = None
+    gate_keep: torch.BoolTensor | None = None
 
 
 @dataclass
 class FlexMuseSeq2SeqLMOutput(Seq2SeqLMOutput):
     """`Seq2SeqLMOutput` plus the memory mask and the msaGate decisions of this forward."""
 
-    encoder_attention_mask: Optional[torch.LongTensor] = None
-    gate_similarity: Optional[torch.FloatTensor] = None
-    gate_keep: Optional[torch.BoolTensor] = None
+    encoder_attention_mask: torch.LongTensor | None = None
+    gate_similarity: torch.FloatTensor | None = None
+    gate_keep: torch.BoolTensor | None = None
+
+
+class FlexMuseMemoryKwargs(TypedDict, total=False):
+    r"""
+    How the decoder memory is built from the topics and the images: the keyword arguments that
+    `get_memory`, `forward` and `generate` take besides `input_ids`, `attention_mask` and `pixel_values`.
+
+    Attributes:
+        topic_index (`torch.LongTensor` of shape `(num_images,)`):
+            Topic row of each image, so that several articles go in one batch and each topic is encoded once.
+        gate_mode (`str`):
+            msaGate (Eq. 1) mode for this call, one of `GATE_MODES`; defaults to `config.gate_mode`.
+        gate_keep (`torch.BoolTensor` of shape `(num_images,)`):
+            A fixed msaGate decision, e.g. the policy's replayed in an mscDPO reference forward.
+        generator (`torch.Generator`):
+            Seeds the msaGate thresholds u.
+        gate_u (`torch.FloatTensor` of shape `(num_images,)`):
+            The msaGate's u in [0, 1), given instead of drawn, so that an example's decision is the same in
+            several forwards (mscDPO's policy and reference).
+        topic_features (`tuple[torch.Tensor, torch.Tensor]`):
+            `(pooled, tokens)` from `encode_topics`, computed earlier (a frozen encoder's features can be
+            cached); replaces `input_ids`.
+        image_features (`tuple[torch.Tensor, torch.Tensor]`):
+            `(pooled, tokens)` from `encode_images`, computed earlier; replaces `pixel_values`.
+    """
+
+    topic_index: torch.LongTensor | None
+    gate_mode: str | None
+    gate_keep: torch.BoolTensor | None
+    generator: torch.Generator | None
+    gate_u: torch.FloatTensor | None
+    topic_features: tuple[torch.Tensor, torch.Tensor] | None
+    image_features: tuple[torch.Tensor, torch.Tensor] | None
+
+
+class FlexMuseKwargs(FlexMuseMemoryKwargs, TransformersKwargs, total=False):
+    """`forward`'s keyword arguments: the memory's and transformers' (`num_items_in_batch`, ...)."""
+
+
+def _split_memory_kwargs(kwargs: dict) -> tuple[dict, dict]:
+    """`kwargs` as (the `FlexMuseMemoryKwargs` among them, the others)."""
+    memory_keys = FlexMuseMemoryKwargs.__optional_keys__
+    memory = {key: value for key, value in kwargs.items() if key in memory_keys}
+    return memory, {key: value for key, value in kwargs.items() if key not in memory_keys}
+
+
+def dtype_kwargs(dtype: torch.dtype | None) -> dict:
+    """`from_pretrained` keyword arguments that load in `dtype`; none for None, so that the library's default
+    applies."""
+    return {} if dtype is None else {"dtype": dtype}
 
 
 def sequence_log_probs(logits: torch.Tensor, labels: torch.LongTensor) -> torch.Tensor:
@@ -91,9 +144,9 @@ class MsaGate(nn.Module):
         text_embeds: torch.Tensor,  # (B, D)
         image_embeds: torch.Tensor,  # (B, D)
         mode: str = "sample",
-        generator: Optional[torch.Generator] = None,
-        keep: Optional[torch.Tensor] = None,
-        u: Optional[torch.Tensor] = None,
+        generator: torch.Generator | None = None,
+        keep: torch.Tensor | None = None,
+        u: torch.Tensor | None = None,
     ) -> MsaGateOutput:
         sigma = self.similarity(text_embeds, image_embeds)
         batch = sigma.shape[0]
@@ -113,7 +166,7 @@ class MsaGate(nn.Module):
             # u in [0, 1) rescaled to U(low, high); a caller-given u fixes the decision per example
             keep = sigma < self.low + (self.high - self.low) * u.to(sigma.device).reshape(-1)
         else:
-            raise ValueError(f"gate_mode must be 'sample', 'open' or 'closed', got {mode!r}")
+            raise ValueError(f"gate_mode must be one of {GATE_MODES}, got {mode!r}")
         return MsaGateOutput(similarity=sigma, keep=keep)
 
 
@@ -141,7 +194,7 @@ class CrossModalityFusion(nn.Module):
         self,
         image_tokens: torch.Tensor,  # (B, P, D)  Z^V
         text_tokens: torch.Tensor,  # (B, L, D)  Z̃^T, zero where the gate masked the topic
-        text_mask: Optional[torch.Tensor] = None,  # (B, L) bool, False on padding
+        text_mask: torch.Tensor | None = None,  # (B, L) bool, False on padding
     ) -> torch.Tensor:
         batch, num_queries, dim = image_tokens.shape
         heads, head_dim = self.num_heads, dim // self.num_heads
@@ -339,7 +392,7 @@ class FlexMuseForConditionalGeneration(FlexMusePreTrainedModel, GenerationMixin)
     def _encoder_grad(self) -> bool:
         return torch.is_grad_enabled() and self.encoder_trainable
 
-    def encode_topics(self, input_ids: torch.LongTensor, attention_mask: Optional[torch.Tensor] = None):
+    def encode_topics(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None):
         """CLIP text tower, once per topic. Returns pooled Z^T (A, D), tokens (A, L, D), mask (A, L)."""
         if input_ids is None or input_ids.ndim != 2 or input_ids.shape[1] == 0:
             raise ValueError("input_ids must be a (num_topics, length) tensor of topic token ids")
@@ -386,24 +439,17 @@ class FlexMuseForConditionalGeneration(FlexMusePreTrainedModel, GenerationMixin)
     def get_memory(
         self,
         *,
-        input_ids: Optional[torch.LongTensor] = None,
-        pixel_values: Optional[torch.FloatTensor] = None,
-        attention_mask: Optional[torch.Tensor] = None,
-        topic_index: Optional[torch.LongTensor] = None,
-        gate_mode: Optional[str] = None,
-        gate_keep: Optional[torch.Tensor] = None,
-        generator: Optional[torch.Generator] = None,
-        topic_features: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
-        image_features: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
-        gate_u: Optional[torch.Tensor] = None,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs: Unpack[FlexMuseMemoryKwargs],
     ) -> FlexMuseMemoryOutput:
-        """Encode topics and images and build the decoder memory (one row per image).
-
-        `topic_features` / `image_features` are `(pooled, tokens)` from `encode_topics` /
-        `encode_images`, computed earlier (a frozen encoder's features can be cached). `gate_u`
-        (num_images,) in [0, 1) replaces the msaGate's random draws, so an example's decision can be
-        the same in several forwards (mscDPO's policy and reference).
-        """
+        """Encode topics `input_ids` (A, L) and images `pixel_values` (N, 3, H, W) and build the decoder
+        memory, one row per image. `kwargs`: [`FlexMuseMemoryKwargs`]."""
+        unknown = kwargs.keys() - FlexMuseMemoryKwargs.__optional_keys__
+        if unknown:
+            raise TypeError(f"get_memory() got unexpected keyword arguments {sorted(unknown)}")
+        topic_features, image_features = kwargs.get("topic_features"), kwargs.get("image_features")
         if topic_features is None:
             topic_pooled, topic_tokens, topic_mask = self.encode_topics(input_ids, attention_mask)
         else:
@@ -416,13 +462,13 @@ class FlexMuseForConditionalGeneration(FlexMusePreTrainedModel, GenerationMixin)
             image_pooled, image_tokens = self.encode_images(pixel_values)
         else:
             image_pooled, image_tokens = (t.to(self.dtype) for t in image_features)
-        index = self._resolve_topic_index(topic_pooled.shape[0], image_pooled.shape[0], topic_index,
+        index = self._resolve_topic_index(topic_pooled.shape[0], image_pooled.shape[0], kwargs.get("topic_index"),
                                           topic_pooled.device)
         z_t, t_tokens, t_mask = topic_pooled[index], topic_tokens[index], topic_mask[index]  # per image
 
         if self.config.use_gate:
-            gate = self.gate(z_t, image_pooled, mode=gate_mode or self.config.gate_mode, generator=generator,
-                             keep=gate_keep, u=gate_u)
+            gate = self.gate(z_t, image_pooled, mode=kwargs.get("gate_mode") or self.config.gate_mode,
+                             generator=kwargs.get("generator"), keep=kwargs.get("gate_keep"), u=kwargs.get("gate_u"))
         else:
             gate = MsaGateOutput(similarity=self.gate.similarity(z_t, image_pooled),
                                  keep=torch.ones(z_t.shape[0], dtype=torch.bool, device=z_t.device))
@@ -446,38 +492,84 @@ class FlexMuseForConditionalGeneration(FlexMusePreTrainedModel, GenerationMixin)
         )
 
     # ------------------------------------------------------------------ decoding
-    def shift_right(self, labels: torch.LongTensor) -> torch.LongTensor:
-        """Decoder inputs for `labels` (N, T): the start token, then the labels shifted one step
-        (-100 becomes padding), as T5 does for teacher forcing."""
-        shifted = labels.new_zeros(labels.shape)
-        shifted[:, 1:] = labels[:, :-1]
-        shifted[:, 0] = self.config.decoder_start_token_id
-        return shifted.masked_fill(shifted == -100, self.config.pad_token_id)
+    # Public: the mscDPO trainer shifts the labels it pads itself.
+    # Copied from transformers.models.t5.modeling_t5.T5PreTrainedModel._shift_right with _shift_right->shift_right
+    def shift_right(self, input_ids):
+        decoder_start_token_id = self.config.decoder_start_token_id
+        pad_token_id = self.config.pad_token_id
 
-    def prepare_decoder_input_ids_from_labels(self, labels: torch.LongTensor):
+        if decoder_start_token_id is None:
+            raise ValueError(
+                "self.model.config.decoder_start_token_id has to be defined. In T5 it is usually set to the pad_token_id. "
+                "See T5 docs for more information."
+            )
+
+        shifted_input_ids = input_ids.new_zeros(input_ids.shape)
+        shifted_input_ids[..., 1:] = input_ids[..., :-1].clone()
+        shifted_input_ids[..., 0] = decoder_start_token_id
+
+        if pad_token_id is None:
+            raise ValueError("self.model.config.pad_token_id has to be defined.")
+        # replace possible -100 values in labels by `pad_token_id`
+        shifted_input_ids.masked_fill_(shifted_input_ids == -100, pad_token_id)
+
+        return shifted_input_ids
+
+    def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor):
         return self.shift_right(labels)
 
+    def _decoder_memory(
+        self,
+        input_ids: torch.LongTensor | None,
+        attention_mask: torch.Tensor | None,
+        pixel_values: torch.FloatTensor | None,
+        encoder_outputs: FlexMuseMemoryOutput | None,
+        memory_index: torch.LongTensor | None,
+        memory_kwargs: FlexMuseMemoryKwargs,
+    ) -> tuple[FlexMuseMemoryOutput, torch.Tensor, torch.Tensor]:
+        """`encoder_outputs` (built by `get_memory` when not given), and the memory (M, S, d_model) and
+        mask (M, S) the decoder rows cross-attend to."""
+        if encoder_outputs is None:
+            if (input_ids is None and memory_kwargs.get("topic_features") is None) or (
+                pixel_values is None and memory_kwargs.get("image_features") is None
+            ):
+                raise ValueError("FlexMUSE needs input_ids (topics) and pixel_values (images), or encoder_outputs")
+            encoder_outputs = self.get_memory(input_ids=input_ids, pixel_values=pixel_values,
+                                              attention_mask=attention_mask, **memory_kwargs)
+            memory_mask = encoder_outputs.attention_mask
+        else:
+            # generation passes the memory's mask expanded for beams, as T5 does
+            memory_mask = attention_mask if attention_mask is not None else encoder_outputs.attention_mask
+        memory = encoder_outputs.last_hidden_state  # (N, S, d_model)
+        if memory_index is not None:
+            # each image's memory is built once however many paragraphs are scored against it
+            memory, memory_mask = memory[memory_index], memory_mask[memory_index]  # (M, S, d_model), (M, S)
+        return encoder_outputs, memory, memory_mask
+
+    @staticmethod
+    def _loss(logits: torch.Tensor, labels: torch.LongTensor, num_items_in_batch=None) -> torch.Tensor:
+        """Token cross-entropy of `logits` (M, T, vocab) against `labels` (M, T), -100 ignored: the mean,
+        or the sum divided by `num_items_in_batch`, since Trainer, which passes the label-token count of the
+        whole accumulated (and gathered) batch, then neither divides by the accumulation steps nor averages
+        over processes itself."""
+        # float32 as in transformers' LM losses, whatever the weights' precision
+        return fixed_cross_entropy(logits.float().flatten(0, 1), labels.to(logits.device).flatten(),
+                                   num_items_in_batch=num_items_in_batch, ignore_index=-100)
+
+    @can_return_tuple
     def forward(
         self,
-        input_ids: Optional[torch.LongTensor] = None,
-        attention_mask: Optional[torch.Tensor] = None,
-        pixel_values: Optional[torch.FloatTensor] = None,
-        topic_index: Optional[torch.LongTensor] = None,
-        decoder_input_ids: Optional[torch.LongTensor] = None,
-        decoder_attention_mask: Optional[torch.Tensor] = None,
-        encoder_outputs: Optional[FlexMuseMemoryOutput] = None,
-        past_key_values=None,
-        labels: Optional[torch.LongTensor] = None,
-        use_cache: Optional[bool] = None,
-        gate_mode: Optional[str] = None,
-        gate_keep: Optional[torch.Tensor] = None,
-        generator: Optional[torch.Generator] = None,
-        topic_features: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
-        image_features: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
-        gate_u: Optional[torch.Tensor] = None,
-        memory_index: Optional[torch.LongTensor] = None,
-        return_dict: Optional[bool] = None,
-        **kwargs,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        decoder_input_ids: torch.LongTensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        encoder_outputs: FlexMuseMemoryOutput | None = None,
+        past_key_values: Cache | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        memory_index: torch.LongTensor | None = None,
+        **kwargs: Unpack[FlexMuseKwargs],
     ) -> FlexMuseSeq2SeqLMOutput:
         r"""
         Args:
@@ -487,39 +579,27 @@ class FlexMuseForConditionalGeneration(FlexMusePreTrainedModel, GenerationMixin)
                 The topics' mask `(num_topics, topic_length)`; when `encoder_outputs` is given (as
                 during generation) it is the memory's mask `(num_images, memory_length)`, as in T5.
             pixel_values (`torch.FloatTensor` of shape `(num_images, 3, H, W)`): CLIP-processed images.
-            topic_index (`torch.LongTensor` of shape `(num_images,)`, *optional*): topic row of each image.
-            labels (`torch.LongTensor` of shape `(num_images, target_length)`, *optional*):
+            decoder_input_ids (`torch.LongTensor` of shape `(num_rows, target_length)`, *optional*):
+                Defaults to `labels` shifted right.
+            encoder_outputs (`FlexMuseMemoryOutput`, *optional*): a memory from `get_memory`, used
+                instead of encoding the inputs.
+            labels (`torch.LongTensor` of shape `(num_rows, target_length)`, *optional*):
                 Paragraph tokens; -100 is ignored by the loss.
-            gate_mode (`str`, *optional*): overrides `config.gate_mode` for this call.
-            gate_keep (`torch.BoolTensor` of shape `(num_images,)`, *optional*): a fixed msaGate decision.
-            generator (`torch.Generator`, *optional*): seeds the msaGate thresholds u.
-            topic_features, image_features (`tuple`, *optional*): precomputed `(pooled, tokens)` CLIP
-                features replacing `input_ids` / `pixel_values` (see `get_memory`).
-            gate_u (`torch.FloatTensor` of shape `(num_images,)`, *optional*): the msaGate's u, given.
             memory_index (`torch.LongTensor` of shape `(num_rows,)`, *optional*): decoder row m reads
                 memory row `memory_index[m]`, so several paragraphs (mscDPO's chosen and rejected) are
                 scored against one image's memory, built once.
-            num_items_in_batch (*optional*, keyword): the label tokens of the whole accumulated batch
-                (`Trainer` passes it); the loss is then this batch's token sum divided by it, so that
-                gradient accumulation and several processes give the big batch's step.
+            kwargs: the [`FlexMuseMemoryKwargs`] (`topic_index`, `gate_mode`, `gate_keep`, ...), and
+                transformers' [`TransformersKwargs`]: with `num_items_in_batch`, the label tokens of the
+                whole accumulated batch (`Trainer` passes it), the loss is this batch's token sum divided
+                by it, so that gradient accumulation and several processes give the big batch's step.
         """
-        if encoder_outputs is None:
-            if (input_ids is None and topic_features is None) or (pixel_values is None and image_features is None):
-                raise ValueError("FlexMUSE needs input_ids (topics) and pixel_values (images), or encoder_outputs")
-            encoder_outputs = self.get_memory(
-                input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask, topic_index=topic_index,
-                gate_mode=gate_mode, gate_keep=gate_keep, generator=generator, topic_features=topic_features,
-                image_features=image_features, gate_u=gate_u,
-            )
-            memory_mask = encoder_outputs.attention_mask
-        else:
-            memory_mask = attention_mask if attention_mask is not None else encoder_outputs.attention_mask
-        memory = encoder_outputs.last_hidden_state
-        if memory_index is not None:
-            memory, memory_mask = memory[memory_index], memory_mask[memory_index]
-
+        memory_kwargs, decoder_kwargs = _split_memory_kwargs(kwargs)
+        num_items_in_batch = decoder_kwargs.pop("num_items_in_batch", None)
+        encoder_outputs, memory, memory_mask = self._decoder_memory(
+            input_ids, attention_mask, pixel_values, encoder_outputs, memory_index, memory_kwargs
+        )
         if labels is not None and decoder_input_ids is None:
-            decoder_input_ids = self.shift_right(labels)
+            decoder_input_ids = self.shift_right(labels)  # (M, T)
         if use_cache is None:
             use_cache = labels is None and self.config.decoder.use_cache
         decoder_outputs = self.decoder(
@@ -529,23 +609,13 @@ class FlexMuseForConditionalGeneration(FlexMusePreTrainedModel, GenerationMixin)
             encoder_attention_mask=memory_mask,
             past_key_values=past_key_values,
             use_cache=use_cache,
-            **{k: v for k, v in kwargs.items() if k != "num_items_in_batch"},
+            **decoder_kwargs,
         )
-        hidden = decoder_outputs.last_hidden_state  # (N, T, d_model)
+        hidden = decoder_outputs.last_hidden_state  # (M, T, d_model)
         if getattr(self.config.decoder, "scale_decoder_outputs", False):
             hidden = hidden * (self.config.decoder.d_model**-0.5)  # original T5 with a tied head
-        logits = self.lm_head(hidden)  # (N, T, vocab)
-
-        loss = None
-        if labels is not None:
-            # Trainer passes the label-token count of the whole accumulated (and gathered) batch and
-            # then neither divides by the accumulation steps nor averages over processes itself: the
-            # loss is the sum over this batch's tokens divided by that count
-            num_items_in_batch = kwargs.get("num_items_in_batch")
-            loss = F.cross_entropy(logits.float().flatten(0, 1), labels.to(logits.device).flatten(), ignore_index=-100,
-                                   reduction="mean" if num_items_in_batch is None else "sum")
-            if num_items_in_batch is not None:
-                loss = loss / torch.as_tensor(num_items_in_batch, device=loss.device)
+        logits = self.lm_head(hidden)  # (M, T, vocab)
+        loss = None if labels is None else self._loss(logits, labels, num_items_in_batch)
 
         return FlexMuseSeq2SeqLMOutput(
             loss=loss,
@@ -561,7 +631,7 @@ class FlexMuseForConditionalGeneration(FlexMusePreTrainedModel, GenerationMixin)
         self,
         labels: torch.LongTensor,
         encoder_outputs: FlexMuseMemoryOutput,
-        memory_index: Optional[torch.LongTensor] = None,
+        memory_index: torch.LongTensor | None = None,
     ) -> torch.Tensor:
         r"""
         Sum of token log-probabilities of each paragraph in `labels` (M, T) (-100 = padding), given
@@ -575,30 +645,25 @@ class FlexMuseForConditionalGeneration(FlexMusePreTrainedModel, GenerationMixin)
 
     def generate(
         self,
-        input_ids: Optional[torch.LongTensor] = None,
-        attention_mask: Optional[torch.Tensor] = None,
-        pixel_values: Optional[torch.FloatTensor] = None,
-        topic_index: Optional[torch.LongTensor] = None,
-        gate_mode: Optional[str] = None,
-        gate_keep: Optional[torch.Tensor] = None,
-        generator: Optional[torch.Generator] = None,
-        encoder_outputs: Optional[FlexMuseMemoryOutput] = None,
-        **generate_kwargs,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        encoder_outputs: FlexMuseMemoryOutput | None = None,
+        **kwargs,
     ):
         r"""
         Write one paragraph per image, all images of all articles decoded in one batch.
 
-        Takes the inputs of `forward` (or a ready `encoder_outputs` from `get_memory`) and every
-        option of [`~GenerationMixin.generate`] (`max_new_tokens`, `num_beams`, `do_sample`, ...).
-        Returns what `GenerationMixin.generate` returns, one row per image (times
-        `num_return_sequences`).
+        Takes the inputs of `forward` with its [`FlexMuseMemoryKwargs`] (or a ready `encoder_outputs`
+        from `get_memory`) and every option of [`~GenerationMixin.generate`] (`max_new_tokens`,
+        `num_beams`, `do_sample`, ...). Returns what `GenerationMixin.generate` returns, one row per
+        image (times `num_return_sequences`).
         """
+        memory_kwargs, generate_kwargs = _split_memory_kwargs(kwargs)
         if encoder_outputs is None:
             with torch.no_grad():
-                encoder_outputs = self.get_memory(
-                    input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask,
-                    topic_index=topic_index, gate_mode=gate_mode, gate_keep=gate_keep, generator=generator,
-                )
+                encoder_outputs = self.get_memory(input_ids=input_ids, pixel_values=pixel_values,
+                                                  attention_mask=attention_mask, **memory_kwargs)
             attention_mask = None
         if attention_mask is None:
             attention_mask = encoder_outputs.attention_mask
@@ -613,7 +678,7 @@ class FlexMuseForConditionalGeneration(FlexMusePreTrainedModel, GenerationMixin)
         cls,
         encoder: str,
         decoder,
-        dtype: Optional[torch.dtype] = None,
+        dtype: torch.dtype | None = None,
         **config_kwargs,
     ) -> "FlexMuseForConditionalGeneration":
         r"""
@@ -627,7 +692,7 @@ class FlexMuseForConditionalGeneration(FlexMusePreTrainedModel, GenerationMixin)
         """
         from transformers import T5Config, T5ForConditionalGeneration
 
-        load_kwargs = {} if dtype is None else {"dtype": dtype}
+        load_kwargs = dtype_kwargs(dtype)
         clip = AutoModel.from_pretrained(encoder, **load_kwargs)
         if not (hasattr(clip, "get_text_features") and hasattr(clip, "get_image_features")):
             raise ValueError(f"{encoder!r} is a {type(clip).__name__}, not a CLIP-style dual encoder")
@@ -663,6 +728,7 @@ AutoModelForSeq2SeqLM.register(FlexMuseConfig, FlexMuseForConditionalGeneration,
 __all__ = [
     "CrossModalityFusion",
     "FlexMuseForConditionalGeneration",
+    "FlexMuseMemoryKwargs",
     "FlexMuseMemoryOutput",
     "FlexMusePreTrainedModel",
     "MsaGate",

@@ -8,26 +8,45 @@ per image. The writing itself is writing_flexmuse.py's, shared with the transfor
 
 import os
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from diffusers import DiffusionPipeline, StableDiffusionPipeline
-from diffusers.utils import BaseOutput
+from diffusers.utils import BaseOutput, replace_example_docstring
 from PIL import Image
 
 try:
     from .article_flexmuse import Article
+    from .checks_flexmuse import check_writing_options, model_path_kind
     from .images_flexmuse import ImageInput, load_images
-    from .modeling_flexmuse import FlexMuseForConditionalGeneration
+    from .modeling_flexmuse import FlexMuseForConditionalGeneration, dtype_kwargs
     from .processing_flexmuse import FlexMuseProcessor, check_topic
-    from .writing_flexmuse import check_model_path, check_writing_options, draw_seeds, write_articles
+    from .writing_flexmuse import draw_seeds, write_articles
 except ImportError:  # imported as a top-level module from a checkout
     from article_flexmuse import Article
+    from checks_flexmuse import check_writing_options, model_path_kind
     from images_flexmuse import ImageInput, load_images
-    from modeling_flexmuse import FlexMuseForConditionalGeneration
+    from modeling_flexmuse import FlexMuseForConditionalGeneration, dtype_kwargs
     from processing_flexmuse import FlexMuseProcessor, check_topic
-    from writing_flexmuse import check_model_path, check_writing_options, draw_seeds, write_articles
+    from writing_flexmuse import draw_seeds, write_articles
+
+EXAMPLE_DOC_STRING = """
+    Examples:
+        ```py
+        >>> import torch
+        >>> from pipeline_flexmuse import FlexMusePipeline
+
+        >>> pipe = FlexMusePipeline.from_model("org/flexmuse-base-en", t2i="stabilityai/sd-turbo")
+        >>> out = pipe(
+        ...     "A library by the sea", num_images=3, num_inference_steps=1, guidance_scale=0.0,
+        ...     generator=torch.Generator().manual_seed(0),
+        ... )
+        >>> out.article.save("out/")  # article.html, article.md, article.json, images/*.png
+        >>> len(out.paragraphs) == len(out.images) == 3
+        True
+        ```
+"""
 
 
 @dataclass
@@ -42,7 +61,7 @@ class FlexMusePipelineOutput(BaseOutput):
 
     article: Article
     paragraphs: list[str]
-    images: Union[list[Image.Image], np.ndarray, torch.Tensor]
+    images: list[Image.Image] | np.ndarray | torch.Tensor
 
 
 class FlexMusePipeline(DiffusionPipeline):
@@ -57,7 +76,6 @@ class FlexMusePipeline(DiffusionPipeline):
             Taiyi-Stable-Diffusion-Chinese). Without them, images are required.
     """
 
-    model_cpu_offload_seq = "t2i_text_encoder->t2i_unet->t2i_vae->model"
     _optional_components = ["t2i_vae", "t2i_text_encoder", "t2i_tokenizer", "t2i_unet", "t2i_scheduler"]
     _t2i_parts = ("vae", "text_encoder", "tokenizer", "unet", "scheduler")
 
@@ -66,6 +84,7 @@ class FlexMusePipeline(DiffusionPipeline):
         super().__init__()
         self.register_modules(model=model, processor=processor, t2i_vae=t2i_vae, t2i_text_encoder=t2i_text_encoder,
                               t2i_tokenizer=t2i_tokenizer, t2i_unet=t2i_unet, t2i_scheduler=t2i_scheduler)
+        self._t2i_pipeline = None  # built on first use, see `text_to_image`
 
     @property
     def has_t2i(self) -> bool:
@@ -80,7 +99,7 @@ class FlexMusePipeline(DiffusionPipeline):
         diffusers loads them from there; otherwise the installed `flexmuse` package loads them.
         """
         path = os.fspath(pretrained_model_name_or_path)
-        if check_model_path(path) == "model":
+        if model_path_kind(path) == "model":
             raise ValueError(f"no model_index.json in {path!r}: a FlexMUSE model, not a saved FlexMusePipeline "
                              "(load it with FlexMusePipeline.from_model)")
         if not kwargs.get("trust_remote_code"):
@@ -89,8 +108,8 @@ class FlexMusePipeline(DiffusionPipeline):
                 path = cls.download(path, **download)
             dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
             if "model" not in kwargs:
-                load = {} if dtype is None else {"dtype": dtype}
-                kwargs["model"] = FlexMuseForConditionalGeneration.from_pretrained(os.path.join(path, "model"), **load)
+                kwargs["model"] = FlexMuseForConditionalGeneration.from_pretrained(os.path.join(path, "model"),
+                                                                                   **dtype_kwargs(dtype))
             kwargs.setdefault("processor", FlexMuseProcessor.from_pretrained(os.path.join(path, "processor")))
             pretrained_model_name_or_path = path
         pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
@@ -98,93 +117,69 @@ class FlexMusePipeline(DiffusionPipeline):
         return pipe
 
     @classmethod
-    def load(cls, model: str, t2i: Optional[str] = None, dtype: Optional[torch.dtype] = None):
+    def load(cls, model: str, t2i: str | None = None, dtype: torch.dtype | None = None):
         """A saved FlexMusePipeline folder, or a FlexMUSE model (folder or Hub id) assembled by
         `from_model`; `t2i` (a Stable Diffusion repo) adds the text-to-image part, or replaces a
         saved pipeline's."""
-        if check_model_path(model) != "pipeline":
+        if model_path_kind(model) != "pipeline":
             return cls.from_model(model, t2i=t2i, dtype=dtype)
-        pipe = cls.from_pretrained(model, **({} if dtype is None else {"dtype": dtype}))
+        pipe = cls.from_pretrained(model, **dtype_kwargs(dtype))
         if t2i:
             pipe = cls(model=pipe.model, processor=pipe.processor, **cls.load_t2i(t2i, dtype=dtype))
         return pipe
 
     @classmethod
-    def from_model(cls, model: str, t2i: Optional[str] = None, dtype: Optional[torch.dtype] = None):
+    def from_model(cls, model: str, t2i: str | None = None, dtype: torch.dtype | None = None):
         """Assemble from a FlexMUSE model repo (weights + processor) and, optionally, a Stable
         Diffusion repo whose components become the T2I part (hub ids or local folders)."""
-        if check_model_path(model) == "pipeline":
+        if model_path_kind(model) == "pipeline":
             raise ValueError(f"{model!r} is a saved FlexMusePipeline: load it with FlexMusePipeline.from_pretrained")
-        load = {} if dtype is None else {"dtype": dtype}
-        model_obj = FlexMuseForConditionalGeneration.from_pretrained(model, **load).eval()
+        model_obj = FlexMuseForConditionalGeneration.from_pretrained(model, **dtype_kwargs(dtype)).eval()
         t2i_parts = {} if t2i is None else cls.load_t2i(t2i, dtype)
         return cls(model=model_obj, processor=FlexMuseProcessor.from_pretrained(model), **t2i_parts)
 
     @classmethod
-    def load_t2i(cls, t2i: str, dtype: Optional[torch.dtype] = None) -> dict:
+    def load_t2i(cls, t2i: str, dtype: torch.dtype | None = None) -> dict:
         """The `t2i_*` components from a Stable Diffusion repo (hub id or local folder)."""
-        load = {} if dtype is None else {"dtype": dtype}
         sd = StableDiffusionPipeline.from_pretrained(t2i, safety_checker=None, feature_extractor=None,
-                                                     requires_safety_checker=False, **load)
+                                                     requires_safety_checker=False, **dtype_kwargs(dtype))
         return {f"t2i_{part}": getattr(sd, part) for part in cls._t2i_parts}
 
     def text_to_image(self, prompt: str, seeds: Sequence[int], height=None, width=None, num_inference_steps=50,
                       guidance_scale=7.5) -> list[Image.Image]:
         """One batched Stable Diffusion call: len(seeds) images of `prompt`, one seed each."""
-        sd = StableDiffusionPipeline(
-            vae=self.t2i_vae, text_encoder=self.t2i_text_encoder, tokenizer=self.t2i_tokenizer, unet=self.t2i_unet,
-            scheduler=self.t2i_scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-        )
+        sd = self._text_to_image_pipeline()
         sd.set_progress_bar_config(**getattr(self, "_progress_bar_config", {}))
-        device = self.t2i_unet.device
-        generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
+        # the latents are drawn where the T2I part runs: the generators must live there
+        generators = [torch.Generator(device=sd._execution_device).manual_seed(seed) for seed in seeds]
         # num_images_per_prompt: the prompt goes through the text encoder once, not once per image
         return sd(prompt=prompt, num_images_per_prompt=len(seeds), generator=generators, height=height, width=width,
                   num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, output_type="pil").images
 
-    @torch.no_grad()
-    def __call__(
+    def _text_to_image_pipeline(self) -> StableDiffusionPipeline:
+        """A Stable Diffusion pipeline over the `t2i_*` components, built once and rebuilt only when one of
+        them has been replaced (e.g. the VAE by a tiny autoencoder)."""
+        parts = {part: getattr(self, f"t2i_{part}") for part in self._t2i_parts}
+        sd = self._t2i_pipeline
+        if sd is None or any(getattr(sd, part) is not module for part, module in parts.items()):
+            sd = StableDiffusionPipeline(**parts, safety_checker=None, feature_extractor=None,
+                                         requires_safety_checker=False)
+            self._t2i_pipeline = sd
+        return sd
+
+    def check_inputs(
         self,
         topic: str,
-        images: Optional[Sequence[ImageInput]] = None,
-        num_images: Optional[int] = None,
-        generator: Optional[torch.Generator] = None,
-        num_inference_steps: int = 50,
-        guidance_scale: float = 7.5,
-        height: Optional[int] = None,
-        width: Optional[int] = None,
-        max_new_tokens: int = 128,
-        num_beams: int = 1,
-        do_sample: bool = False,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        gate_mode: Optional[str] = None,
-        output_type: str = "pil",
-        return_dict: bool = True,
-        **generate_kwargs: Any,
-    ) -> Union[FlexMusePipelineOutput, tuple]:
-        r"""
-        Write an illustrated article about `topic`.
-
-        Args:
-            topic (`str`): the article's topic or title.
-            images (`list` of paths, PIL images or numpy arrays, *optional*): one paragraph is written
-                per image. Without images, the T2I part draws `num_images` of them.
-            num_images (`int`, *optional*, defaults to 3 without images): how many images to draw.
-                With `images`, it may be left out or equal `len(images)`; anything else is an error
-                (the pipeline neither drops nor invents pictures the caller did not ask for).
-            generator (`torch.Generator`, *optional*): makes the article reproducible: it seeds each
-                image (one seed per image), the msaGate thresholds and sampled decoding.
-            num_inference_steps, guidance_scale, height, width: Stable Diffusion settings (SD-Turbo:
-                `num_inference_steps=1, guidance_scale=0.0`).
-            max_new_tokens, num_beams, do_sample, temperature, top_p (and any other
-                `generate` option): decoding of the paragraphs.
-            gate_mode (`str`, *optional*): msaGate mode (`sample`, `open`, `closed`); default from the
-                model config.
-            output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"` or `"pt"` for `images`.
-            return_dict (`bool`, defaults to `True`): return a [`FlexMusePipelineOutput`] instead of
-                the tuple `(paragraphs, images)`.
-        """
+        images: Sequence[ImageInput] | None,
+        num_images: int | None,
+        num_inference_steps: int,
+        max_new_tokens: int,
+        num_beams: int,
+        temperature: float,
+        top_p: float,
+        output_type: str,
+        generate_kwargs: dict,
+    ) -> None:
         check_topic(topic)
         check_writing_options({
             "num_images": num_images if images is None else None,  # the limit is on drawn images
@@ -201,6 +196,54 @@ class FlexMusePipeline(DiffusionPipeline):
             raise ValueError("no images given and this pipeline has no text-to-image part: pass images, or load "
                              "the pipeline with a T2I model (FlexMusePipeline.from_model(..., t2i=...))")
 
+    @torch.no_grad()
+    @replace_example_docstring(EXAMPLE_DOC_STRING)
+    def __call__(
+        self,
+        topic: str,
+        images: Sequence[ImageInput] | None = None,
+        num_images: int | None = None,
+        generator: torch.Generator | None = None,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 7.5,
+        height: int | None = None,
+        width: int | None = None,
+        max_new_tokens: int = 128,
+        num_beams: int = 1,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        gate_mode: str | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        **generate_kwargs: Any,
+    ) -> FlexMusePipelineOutput | tuple:
+        r"""
+        Write an illustrated article about `topic`.
+
+        Args:
+            topic (`str`): the article's topic or title.
+            images (`list` of paths, PIL images or numpy arrays, *optional*): one paragraph is written
+                per image. Without images, the T2I part draws `num_images` of them.
+            num_images (`int`, *optional*, defaults to 3 without images): how many images to draw.
+                With `images`, it may be left out or equal `len(images)`; anything else is an error
+                (the pipeline neither drops nor invents pictures the caller did not ask for).
+            generator (`torch.Generator`, *optional*): makes the article reproducible: it seeds each
+                image (one seed per image), the msaGate thresholds and sampled decoding.
+            num_inference_steps, guidance_scale, height, width: Stable Diffusion settings (SD-Turbo:
+                `num_inference_steps=1, guidance_scale=0.0`).
+            max_new_tokens, num_beams, do_sample, temperature, top_p (and any other
+                `generate` option): decoding of the paragraphs.
+            gate_mode (`str`, *optional*): msaGate (Eq. 1) mode, one of `configuration_flexmuse.GATE_MODES`;
+                default from the model config.
+            output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"` or `"pt"` for `images`.
+            return_dict (`bool`, defaults to `True`): return a [`FlexMusePipelineOutput`] instead of
+                the tuple `(paragraphs, images)`.
+
+        Examples:
+        """
+        self.check_inputs(topic, images, num_images, num_inference_steps, max_new_tokens, num_beams, temperature,
+                          top_p, output_type, generate_kwargs)
         pictures = None if images is None else load_images(images)  # fail before any work
         count = num_images if pictures is None else len(pictures)
         if count is None:

@@ -57,6 +57,8 @@ class FlexMuseProcessor(ProcessorMixin):
         Model inputs for one article (`topics` a string, `images` a list) or several (a list of
         topics and a list of image lists). This is the one way topics and images become model inputs:
         writing, the training collators and evaluation all call it, so they cannot drift apart.
+        Images are paths, PIL images, arrays or tensors; what `images_flexmuse.load_images` returned
+        is used as it is, not normalised again.
 
         Returns `input_ids` and `attention_mask` (one row per distinct topic, padded to the longest),
         `pixel_values` and `topic_index` (one row per image: the row of its topic) and, given

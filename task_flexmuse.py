@@ -12,13 +12,13 @@ from transformers import AutoModel, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
 try:
+    from .checks_flexmuse import check_writing_options
     from .images_flexmuse import load_images
-    from .writing_flexmuse import (assemble_articles, check_writing_options, draw_seeds, generate_paragraphs,
-                                   writing_metadata)
+    from .writing_flexmuse import assemble_articles, draw_seeds, generate_paragraphs, writing_metadata
 except ImportError:  # imported as a top-level module from a checkout
+    from checks_flexmuse import check_writing_options
     from images_flexmuse import load_images
-    from writing_flexmuse import (assemble_articles, check_writing_options, draw_seeds, generate_paragraphs,
-                                  writing_metadata)
+    from writing_flexmuse import assemble_articles, draw_seeds, generate_paragraphs, writing_metadata
 
 TASK = "flexmuse"
 
@@ -72,6 +72,7 @@ class FlexMuseWritingPipeline(Pipeline):
 
     def preprocess(self, articles: tuple) -> dict:
         topics = [article["topic"] for article in articles]
+        # the sections keep the loaded pictures, which the processor then uses without loading them again
         images = [load_images(article["images"]) for article in articles]
         return {"inputs": self.processor(topics, images), "topics": topics, "images": images}
 

@@ -26,7 +26,7 @@ from flexmuse_training.corpus import make_corpus
 from flexmuse_training.data import load_articles
 from flexmuse_training.dpo_config import MscDPOConfig
 from flexmuse_training.dpo_trainer import MscDPOTrainer
-from flexmuse_training.metrics import alignment_scores
+from flexmuse_training.probes import alignment_scores
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "training", "configs", "tiny.yaml")

@@ -11,13 +11,13 @@ from transformers import T5ForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput
 
 from common import add_common_arguments, append_results, median_seconds
-from configuration_flexmuse import FlexMuseConfig
+from configuration_flexmuse import PRESET_COMPONENTS, FlexMuseConfig
 from modeling_flexmuse import FlexMuseForConditionalGeneration
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--preset", default="base", choices=("tiny", "base", "base-en"))
+    parser.add_argument("--preset", default="base", choices=tuple(PRESET_COMPONENTS))
     parser.add_argument("--chunks", type=int, default=4, help="images (paragraphs) in the article")
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--runs", type=int, default=5)

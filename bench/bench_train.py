@@ -15,7 +15,7 @@ import time
 import torch
 
 from common import add_common_arguments, append_results
-from configuration_flexmuse import FlexMuseConfig
+from configuration_flexmuse import PRESET_COMPONENTS, FlexMuseConfig
 from modeling_flexmuse import FlexMuseForConditionalGeneration
 from processing_flexmuse import FlexMuseProcessor
 from flexmuse_training.collator import FlexMuseCollator
@@ -47,7 +47,7 @@ def seconds_per_step(model, collator, rows, batch: int, steps: int, device) -> f
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--presets", nargs="+", default=["tiny", "base"], choices=("tiny", "base", "base-en"))
+    parser.add_argument("--presets", nargs="+", default=["tiny", "base"], choices=tuple(PRESET_COMPONENTS))
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--paragraph-tokens", type=int, default=None, help=(
         "truncate paragraphs to this many writer tokens; the byte-level tokenizer used here spends 3 tokens "

@@ -16,6 +16,8 @@ from typing import Optional, Sequence
 import yaml
 from trl import TrlParser
 
+from configuration_flexmuse import PRESET_COMPONENTS
+
 STAGES = ("sft", "dpo")
 
 
@@ -25,7 +27,8 @@ class ModelArguments:
 
     model_name_or_path: Optional[str] = field(default=None, metadata={
         "help": "a saved FlexMUSE model to start from (required for mscDPO)"})
-    preset: str = field(default="tiny", metadata={"help": "without model_name_or_path: tiny | base | base-en"})
+    preset: str = field(default="tiny", metadata={
+        "help": f"without model_name_or_path: {' | '.join(PRESET_COMPONENTS)}"})
     encoder_name_or_path: Optional[str] = field(default=None, metadata={"help": "override the preset's CLIP"})
     decoder_name_or_path: Optional[str] = field(default=None, metadata={"help": "override the preset's T5"})
     freeze_encoder: bool = True
@@ -52,7 +55,7 @@ class DataArguments:
 
 
 def config_path(name: str) -> str:
-    """A YAML config by path, or by preset name (`tiny`, `base`, `base-en`) from the installed package."""
+    """A YAML config by path, or by preset name (one per `PRESET_COMPONENTS` entry) from the installed package."""
     if os.path.isfile(name):
         return name
     packaged = resources.files("flexmuse_training") / "configs" / f"{name}.yaml"

@@ -24,7 +24,8 @@ from transformers import CLIPModel, Trainer, TrainingArguments
 from images_flexmuse import load_image
 from processing_flexmuse import FlexMuseProcessor
 
-from .corpus import ATTRIBUTE_VALUES, describe
+from .corpus_text import ATTRIBUTE_VALUES, describe
+from .data import DEFAULT_LANG
 from .trainer_args import OutputDirArguments
 
 
@@ -70,9 +71,9 @@ def caption_pairs(articles: Dataset) -> Dataset:
                 truth = attributes[index] if attributes else None
                 out["image"].append(image)
                 out["caption"].append(caption)
-                out["views"].append([caption, describe(truth, lang or "zh")] if truth else [caption])
+                out["views"].append([caption, describe(truth, lang or DEFAULT_LANG)] if truth else [caption])
                 out["attributes"].append(truth)
-                out["lang"].append(lang or "zh")
+                out["lang"].append(lang or DEFAULT_LANG)
         return out
 
     raw = articles.cast_column("images", List(Image(decode=False)))  # no decoding and re-encoding

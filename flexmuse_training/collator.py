@@ -33,7 +33,7 @@ class FlexMuseCollator:
     batch carries the msaGate's evaluation u per row (`gate_u`, from `gate_seed`); the trainers
     pass it to the model only in evaluation."""
 
-    image_column = "image"
+    image_column = "image"  # data.SFT_ROW
 
     def __init__(self, processor, content_keys: bool = False, gate_seed: int = 0):
         self.processor = processor
@@ -68,7 +68,7 @@ class MscDPOCollator(FlexMuseCollator):
     (the precomputed log-probs have one entry per slot).
     """
 
-    image_column = "prompt_image"
+    image_column = "prompt_image"  # data.DPO_ROW
 
     def __init__(self, processor, content_keys: bool = False, gate_seed: int = 0, slots: int = 1):
         super().__init__(processor, content_keys, gate_seed)

@@ -15,12 +15,14 @@ import os
 from typing import Any, Optional, Union
 
 from datasets import Dataset, DatasetDict, Features, Image, List, Value, load_dataset
-from huggingface_hub.errors import HFValidationError
-from huggingface_hub.utils import validate_repo_id
 from PIL import Image as PILImage
 from transformers import IntervalStrategy
 
+from checks_flexmuse import is_repo_id
+
 logger = logging.getLogger(__name__)
+
+DEFAULT_LANG = "zh"  # an article without `lang` is Chinese, as ArtMUSE's
 
 ARTICLE_FEATURES = Features({
     "topic": Value("string"),
@@ -32,6 +34,15 @@ ARTICLE_FEATURES = Features({
     "attributes": List({"color": Value("string"), "shape": Value("string"), "position": Value("string")}),
     "captions": List(Value("string")),
 })
+
+
+# The rows the trainers read, one per (article, chunk): the SFT rows and the mscDPO rows. The image
+# column of the latter is `prompt_image`: TRL's DPOTrainer takes an `image` column for a chat VLM's.
+SFT_ROW = Features({"article": Value("int64"), "chunk": Value("int64"), "topic": Value("string"),
+                    "image": Image(decode=False), "paragraph": Value("string")})
+DPO_ROW = Features({"article": Value("int64"), "chunk": Value("int64"), "topic": Value("string"),
+                    "prompt_image": Image(decode=False), "chosen": Value("string"),
+                    "rejected": List(Value("string"))})
 
 
 class BadRecordError(ValueError):
@@ -59,10 +70,8 @@ def load_articles(source: Union[str, Dataset, DatasetDict], split: str = "train"
     if os.path.isfile(path):
         rows = _read_csv(path) if path.endswith(".csv") else _read_jsonl(path)
         return _build(rows, os.path.dirname(os.path.abspath(path)), skip_bad, path)
-    try:
-        validate_repo_id(path)
-    except HFValidationError:
-        raise FileNotFoundError(f"dataset {path!r}: no such file or folder") from None
+    if not is_repo_id(path):
+        raise FileNotFoundError(f"dataset {path!r}: no such file or folder")
     try:  # a Hub dataset name
         hub = load_dataset(path, split=split)
     except (FileNotFoundError, ConnectionError) as err:  # datasets' DatasetNotFoundError is a FileNotFoundError
@@ -99,6 +108,11 @@ def load_training_splits(data_args, training_args):
                          f"the training articles: give a folder with {split}/metadata.jsonl, or --eval_split '' to "
                          "train without evaluation")
     return train, load_articles(data_args.dataset, data_args.eval_split, skip_bad=data_args.skip_bad)
+
+
+def language_of(articles) -> str:
+    """The language of a set of articles (a `Dataset`): its first article's, else DEFAULT_LANG."""
+    return articles[0]["lang"] or DEFAULT_LANG
 
 
 def _read_jsonl(path: str) -> list[dict]:
@@ -168,7 +182,7 @@ def _validated(record: dict, number: int, base_dir: Optional[str]) -> dict:
         "topic": topic,
         "images": [_checked_image(image, f"{where}: field 'images'[{i}]", base_dir) for i, image in enumerate(images)],
         "paragraphs": paragraphs,
-        "lang": record.get("lang") or "",
+        "lang": record.get("lang") or "",  # empty: `language_of` gives DEFAULT_LANG
         **optional,
     }
 
@@ -204,7 +218,7 @@ def sft_view(articles: Dataset) -> Dataset:
     """One row per chunk: article, chunk, topic, image, paragraph."""
 
     def explode(batch, indices):
-        out = {"article": [], "chunk": [], "topic": [], "image": [], "paragraph": []}
+        out = {key: [] for key in SFT_ROW}
         for article, topic, images, paragraphs in zip(indices, batch["topic"], batch["images"], batch["paragraphs"]):
             for chunk, (image, paragraph) in enumerate(zip(images, paragraphs)):
                 for key, value in zip(out, (article, chunk, topic, image, paragraph)):
@@ -212,9 +226,7 @@ def sft_view(articles: Dataset) -> Dataset:
         return out
 
     raw = articles.cast_column("images", List(Image(decode=False)))
-    rows = raw.map(explode, batched=True, with_indices=True, remove_columns=raw.column_names,
-                   features=Features({"article": Value("int64"), "chunk": Value("int64"), "topic": Value("string"),
-                                      "image": Image(decode=False), "paragraph": Value("string")}))
+    rows = raw.map(explode, batched=True, with_indices=True, remove_columns=raw.column_names, features=SFT_ROW)
     return rows.cast_column("image", Image())
 
 
@@ -231,12 +243,11 @@ def dpo_view(articles: Dataset) -> tuple[Dataset, dict]:
     paragraph of the article, as the paper (identical or empty ones dropped; `one_rejected_per_prompt`
     keeps one, the trainer's `max_rejected` caps them per batch). Articles with one chunk have no
     rejected and are skipped; the counts come back as stats. Built by `Dataset.map`, so rows of an on-disk dataset
-    stay on disk. The image column is `prompt_image`: TRL's DPOTrainer takes an `image` column for
-    a chat VLM's."""
+    stay on disk."""
     stats = {"articles": len(articles), "one_chunk_skipped": 0, "rows": 0, "dropped_rejected": 0}
 
     def explode(batch, indices):
-        rows = {"article": [], "chunk": [], "topic": [], "prompt_image": [], "chosen": [], "rejected": []}
+        rows = {key: [] for key in DPO_ROW}
         for article, topic, images, paragraphs in zip(indices, batch["topic"], batch["images"], batch["paragraphs"]):
             if len(paragraphs) < 2:
                 stats["one_chunk_skipped"] += 1
@@ -251,16 +262,22 @@ def dpo_view(articles: Dataset) -> tuple[Dataset, dict]:
         return rows
 
     raw = articles.cast_column("images", List(Image(decode=False)))
-    features = Features({"article": Value("int64"), "chunk": Value("int64"), "topic": Value("string"),
-                         "prompt_image": Image(decode=False), "chosen": Value("string"),
-                         "rejected": List(Value("string"))})
     # the counts come from the function itself, so it must run (no reuse of a cached result)
-    rows = raw.map(explode, batched=True, with_indices=True, remove_columns=raw.column_names, features=features,
+    rows = raw.map(explode, batched=True, with_indices=True, remove_columns=raw.column_names, features=DPO_ROW,
                    load_from_cache_file=False)
     stats["rows"] = len(rows)
     if stats["one_chunk_skipped"]:
         logger.info("mscDPO view: skipped %d one-chunk article(s) (no rejected paragraph)", stats["one_chunk_skipped"])
     return rows.cast_column("prompt_image", Image()), stats
+
+
+def sampled_dpo_rows(articles: Dataset, samples: list[list[str]]) -> Dataset:
+    """mscDPO rows whose rejected is one written paragraph per chunk (`samples[article][chunk]`),
+    without the prompts whose sample is empty or reproduces the reference."""
+    rows = sft_view(articles).rename_columns({"paragraph": "chosen", "image": "prompt_image"})
+    rows = rows.add_column("rejected", [[samples[a][c]] for a, c in zip(rows["article"], rows["chunk"])],
+                           feature=DPO_ROW["rejected"])
+    return rows.filter(lambda row: row["rejected"][0].strip() not in ("", row["chosen"].strip()))
 
 
 def one_rejected_per_prompt(rows: Dataset, seed: int) -> Dataset:
@@ -276,5 +293,6 @@ def one_rejected_per_prompt(rows: Dataset, seed: int) -> Dataset:
     return rows.map(pick, features=rows.features, desc="one rejected per prompt")
 
 
-__all__ = ["ARTICLE_FEATURES", "BadRecordError", "check_dpo_articles", "dpo_view", "has_split", "load_articles",
-           "load_training_splits", "one_rejected_per_prompt", "sft_view"]
+__all__ = ["ARTICLE_FEATURES", "BadRecordError", "DEFAULT_LANG", "DPO_ROW", "SFT_ROW", "check_dpo_articles", "dpo_view",
+           "has_split", "language_of", "load_articles", "load_training_splits", "one_rejected_per_prompt",
+           "sampled_dpo_rows", "sft_view"]

@@ -13,7 +13,9 @@ and log-probabilities. What it overrides of `DPOTrainer`:
 
 - public methods: `compute_loss` (Trainer's hook; TRL's delegates to its private `_compute_loss`,
   which is not used), `compute_ref_log_probs` (TRL calls it for every batch when it precomputes the
-  reference log-probs), `prediction_step` (the loss alone), `create_model_card` (hub.py writes it);
+  reference log-probs), `prediction_step` (the loss alone); from FlexMuseTrainerMixin `save_model` and
+  `create_model_card` (the finished model repo, its card rendered from the package's template with
+  TRL's tags);
 - one private method: `_prepare_dataset(dataset, processing_class, args, dataset_name)`, which TRL's
   `__init__` and `evaluate` call to tokenize text rows; here it builds the mscDPO rows. Its signature is
   checked against the installed TRL by tests/test_dpo.py, as are the attributes read from TRL
@@ -26,12 +28,13 @@ import contextlib
 import copy
 import logging
 import os
+import shutil
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from accelerate.utils import is_peft_model
-from datasets import Dataset, List, Value, load_from_disk
+from datasets import Dataset, load_from_disk
 from tqdm.auto import tqdm
 from trl import DPOTrainer
 from trl.trainer.utils import use_adapter
@@ -41,7 +44,7 @@ from processing_flexmuse import FlexMuseProcessor
 from writing_flexmuse import write_articles
 
 from .collator import MscDPOCollator
-from .data import dpo_view, one_rejected_per_prompt, sft_view
+from .data import dpo_view, one_rejected_per_prompt, sampled_dpo_rows
 from .dpo_config import LOSS_TYPES, MscDPOConfig
 from .trainer_utils import FlexMuseTrainerMixin
 
@@ -115,12 +118,10 @@ def sampled_rejected_rows(model, processor, articles: Dataset, seed: int = 0, ma
         written = write_articles(model, processor, batch["topic"], batch["images"], gate_seed=seed + start,
                                  decode_seed=seed + start, do_sample=True, max_new_tokens=max_new_tokens)
         paragraphs.extend(article.paragraphs for article in written)
-    rows = sft_view(articles).rename_columns({"paragraph": "chosen", "image": "prompt_image"})
-    samples = [[paragraphs[a][c]] for a, c in zip(rows["article"], rows["chunk"])]
-    rows = rows.add_column("rejected", samples, feature=List(Value("string")))
-    kept = rows.filter(lambda row: row["rejected"][0].strip() not in ("", row["chosen"].strip()))
-    logger.info("sampled rejected: kept %d of %d prompts (the others reproduced the reference)", len(kept), len(rows))
-    return kept
+    rows = sampled_dpo_rows(articles, paragraphs)
+    logger.info("sampled rejected: kept %d of %d prompts (the others reproduced the reference)", len(rows),
+                sum(len(p) for p in paragraphs))
+    return rows
 
 
 class MscDPOTrainer(FlexMuseTrainerMixin, DPOTrainer):
@@ -147,6 +148,11 @@ class MscDPOTrainer(FlexMuseTrainerMixin, DPOTrainer):
         keys = self._feature_store(model, args)
         if eval_dataset is not None and "paragraphs" in eval_dataset.column_names:  # articles, not rows
             self._writing_evaluation(eval_dataset, args.eval_articles, args.eval_max_new_tokens)
+        if args.rejected_source == "sample" and train_dataset is not None and "paragraphs" in train_dataset.column_names:
+            train_dataset = sampled_rejected_rows(model.eval(), processing_class, train_dataset, args.seed,
+                                                  args.sample_max_new_tokens, args.per_device_eval_batch_size,
+                                                  args.disable_tqdm)
+            model.train()
         train_dataset = self._prepare_dataset(train_dataset, processing_class, args, "train")
         if eval_dataset is not None:
             eval_dataset = self._prepare_dataset(eval_dataset, processing_class, args, "eval")
@@ -267,8 +273,16 @@ class MscDPOTrainer(FlexMuseTrainerMixin, DPOTrainer):
             loss = self.compute_loss(model, inputs)
         return loss.detach(), None, None
 
-    def create_model_card(self, *args, **kwargs):
-        """The model card is README.md rendered from the package's template when the run ends (hub.py)."""
+    def stage_settings(self) -> dict:
+        args = self.args
+        variant = "standard DPO" if args.standard_dpo or args.rejected_source == "sample" else "mscDPO"
+        return {"stage": f"{variant} ({args.msc_mode}, {', '.join(self.loss_types)})", "beta": args.beta,
+                "max_rejected": args.max_rejected, "standard_dpo": args.standard_dpo,
+                "rejected_source": args.rejected_source}
+
+    def _write_repo(self, model) -> None:
+        shutil.rmtree(os.path.join(self.args.output_dir, ROWS_DIR), ignore_errors=True)  # not part of the model repo
+        super()._write_repo(model)
 
 
 __all__ = ["MscDPOTrainer", "cap_rejected", "longest_rejected", "msc_dpo_loss", "pair_rows", "sampled_rejected_rows"]

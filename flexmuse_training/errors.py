@@ -12,6 +12,8 @@ Any other exception is a bug and keeps its traceback, as does every error under 
 import os
 import sys
 
+from checks_flexmuse import user_error_line
+
 EXPECTED = (ValueError, OSError)
 USAGE_ERROR = 2  # argparse's code for a bad command line
 
@@ -28,9 +30,7 @@ def run_script(main, argv=None, prog=None) -> int:
         if debug:
             raise
         if os.environ.get("LOCAL_RANK", "0") == "0":
-            message = " ".join(str(err).split()) or type(err).__name__
-            prog = prog or os.path.basename(main.__code__.co_filename)
-            print(f"{prog}: error: {message}", file=sys.stderr)
+            print(user_error_line(prog or os.path.basename(main.__code__.co_filename), err), file=sys.stderr)
         return USAGE_ERROR
     return 0
 

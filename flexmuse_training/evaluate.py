@@ -19,6 +19,7 @@ from typing import Optional
 import torch
 from transformers import HfArgumentParser
 
+from checks_flexmuse import check_model_option
 from modeling_flexmuse import FlexMuseForConditionalGeneration
 from processing_flexmuse import FlexMuseProcessor
 
@@ -26,7 +27,6 @@ from .data import load_articles
 from .evaluation import Evaluator
 from .hub import update_model_index
 from .judge import CRITERIA, JudgeClient
-from .models import check_model_path
 
 logger = logging.getLogger("flexmuse.evaluate")
 
@@ -77,7 +77,7 @@ def bar_chart(scores: dict, path: str, title: str) -> None:
 
 def main(argv=None):
     (args,) = HfArgumentParser(EvaluateArguments).parse_args_into_dataclasses(args=argv)
-    check_model_path("model", args.model)  # before the data: a typo costs no loading
+    check_model_option("model", args.model)  # before the data: a typo costs no loading
     if args.update_model_card and not os.path.isdir(args.update_model_card):
         raise FileNotFoundError(f"--update_model_card {args.update_model_card!r}: no such folder")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -21,9 +21,11 @@ from datasets import Dataset
 from article_flexmuse import Article
 from writing_flexmuse import write_articles
 
+from .data import language_of
+from .grounding import grounding_scores
 from .judge import CRITERIA, JudgeClient, aggregate
-from .metrics import (alignment_matrices, alignment_scores, bertscore_f1, clip_similarity, distinct_n, grounding_scores,
-                      rouge_scores, self_bleu, swapped_alignment_scores, text_units, topic_consistency)
+from .probes import alignment_matrices, alignment_scores, clip_similarity, swapped_alignment_scores
+from .text_metrics import bertscore_f1, distinct_n, rouge_scores, self_bleu, text_units, topic_consistency
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +121,7 @@ class _Scoring:
 
     @cached_property
     def alignment_matrices(self) -> list:
-        """Per reference article, log p(paragraph_j | T, V_i) for all i, j (`metrics.alignment_matrices`):
+        """Per reference article, log p(paragraph_j | T, V_i) for all i, j (`probes.alignment_matrices`):
         computed once, read by both alignment metrics."""
         return alignment_matrices(self.model, self.processor, self.articles, seed=self.evaluator.seed)
 
@@ -172,7 +174,7 @@ def _diversity(s: _Scoring) -> dict:
 
 def _topic(s: _Scoring) -> dict:
     """`topic_consistency`: the share of written paragraphs that contain their article's topic (or its
-    base topic) or at least half of the topic's content units (`metrics.topic_consistency`); works
+    base topic) or at least half of the topic's content units (`text_metrics.topic_consistency`); works
     for any dataset, beside grounding's corpus-only `topic_reproduced`."""
     s.note_units()
     topics = [a.topic for a in s.written for _ in a.sections]
@@ -275,7 +277,7 @@ class Evaluator:
         model.eval()
         try:
             written = self.write(model, processor, articles)
-            lang = articles[0]["lang"] or "zh"
+            lang = language_of(articles)
             info = {"lang": lang, "articles": len(articles), "paragraphs": sum(len(a.sections) for a in written)}
             scoring = _Scoring(self, model, processor, articles, written, lang, info)
             metrics = {}

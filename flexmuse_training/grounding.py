@@ -1,8 +1,9 @@
-"""Grounding: a written paragraph read back into the colour, shape and position of its image.
+"""Grounding: a written paragraph read back into the colour, shape and position of its image, and scored
+against the image's true ones.
 
 `parse_paragraph` reads what a reader would take the paragraph to say about its image, in the
-corpus's vocabulary (`corpus.COLORS`, `SHAPES`, `POSITIONS`: red ... orange, circle/square/
-triangle/bar, left/centre/right), for the grounding metric (`metrics.grounding_scores`). It reads
+corpus's vocabulary (`corpus_text.COLORS`, `SHAPES`, `POSITIONS`: red ... orange, circle/square/
+triangle/bar, left/centre/right), for the grounding metric (`grounding_scores`). It reads
 words, not substrings, and the rules say what a reader accepts:
 
 - Synonyms and short forms count: 红/红色/红色的, 圆/圆形/圆圈/圆盘/圆点, 方形/正方形/方块, 三角/三角形,
@@ -41,9 +42,9 @@ words, not substrings, and the rules say what a reader accepts:
 
 import re
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
-from .corpus import COLORS, POSITIONS, SHAPES, _article, base_topic, topic_colour
+from .corpus_text import COLORS, POSITIONS, SHAPES, _article, base_topic, topic_colour
 
 OTHER = "other"  # a word of the attribute's kind naming none of the corpus's values (pink, rectangle)
 
@@ -183,6 +184,40 @@ def parse_paragraph(text: str, topic: str, lang: str) -> dict:
     mentions = _zh_mentions(body) if lang == "zh" else _en_mentions(body)
     parsed.update(_resolve(mentions))
     return parsed
+
+
+def grounding_scores(predictions: Sequence[str], topics: Sequence[str], attributes: Sequence[dict],
+                     lang: str) -> dict:
+    """How often a written paragraph names what its image shows: each paragraph (with its article's
+    topic and its image's true attributes) parsed back by `parse_paragraph`. Per attribute
+    the share correct, the share with all three correct, the share unparseable (an attribute named
+    not once, counted wrong everywhere) and the share opening with the topic. Where topics name a
+    colour their images lack (the shortcut corpus's test split), also the share of those paragraphs
+    that name the topic's colour instead of the image's (`grounding_topic_colour_copied`): a writer
+    reading the topic, not the image."""
+    if not len(predictions) == len(topics) == len(attributes) or not predictions:
+        raise ValueError(f"need one topic and one attribute set per prediction, got {len(predictions)} predictions, "
+                         f"{len(topics)} topics and {len(attributes)} attribute sets")
+    counts = {key: 0 for key in ("color", "shape", "position", "all", "unparseable", "topic")}
+    copied, tempted = 0, 0  # paragraphs naming the topic's colour / whose image lacks the colour the topic names
+    for text, topic, truth in zip(predictions, topics, attributes):
+        parsed = parse_paragraph(text, topic, lang)
+        named = topic_colour(topic, lang)
+        if named is not None and named != truth["color"]:
+            tempted += 1
+            copied += parsed["color"] == named
+        correct = {key: parsed[key] == truth[key] for key in ("color", "shape", "position")}
+        for key, right in correct.items():
+            counts[key] += right
+        counts["all"] += all(correct.values())
+        counts["unparseable"] += any(parsed[key] is None for key in correct)
+        counts["topic"] += parsed["topic"]
+    total = len(predictions)
+    scores = {("topic_reproduced" if key == "topic" else f"grounding_{key}"): value / total
+              for key, value in counts.items()}
+    if tempted:
+        scores["grounding_topic_colour_copied"] = copied / tempted
+    return scores
 
 
 # ---------------------------------------------------------------- the topic's words, blanked out
@@ -496,4 +531,4 @@ def _resolve(mentions: list) -> dict:
     return {"color": colour, "shape": _only(shape_values), "position": position}
 
 
-__all__ = ["OTHER", "parse_paragraph"]
+__all__ = ["OTHER", "grounding_scores", "parse_paragraph"]

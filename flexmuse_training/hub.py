@@ -4,9 +4,9 @@ remote-code files, the processor, and README.md rendered from `model_card.md`.""
 import json
 import os
 from importlib import resources
-from typing import Optional
+from typing import Optional, Sequence
 
-from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from transformers.dynamic_module_utils import custom_object_save
 from transformers.pipelines import PIPELINE_REGISTRY
 
@@ -40,42 +40,10 @@ def save_model_repo(model, processor, output_dir: str, card: Optional[dict] = No
         write_model_card(output_dir, **card)
 
 
-def save_run(model, processor, output_dir: str, base_model: list, dataset: str, language: str, settings: dict,
-             metrics: dict, arguments: dict, world_size: int, global_step: int, offline_corpus: bool = False,
-             repo_id: Optional[str] = None, log_history: Optional[list] = None) -> None:
-    """End of a training run: the model repo with its card, and train_info.json (what actually ran)."""
-    card = {"base_model": base_model, "datasets": [None if os.path.exists(dataset) else dataset],
-            "language": [language], "settings": settings, "offline_corpus": offline_corpus, "repo_id": repo_id,
-            "results": {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}}
-    save_model_repo(model, processor, output_dir, card=card)
-    info = {"world_size": world_size, "global_step": global_step, "settings": settings, "metrics": metrics,
-            "arguments": arguments,
-            "log_history": log_history or []}
+def write_train_info(output_dir: str, info: dict) -> None:
+    """train_info.json: what actually ran (settings, metrics, arguments, log history)."""
     with open(os.path.join(output_dir, "train_info.json"), "w", encoding="utf-8") as handle:
         json.dump(info, handle, indent=2, default=str)
-
-
-# what a training output folder holds besides the model repo: resumable checkpoints with optimizer
-# state, the mscDPO rows, TensorBoard logs
-PUSH_IGNORE = ["checkpoint-*", "mscdpo_rows/*", "runs/*"]
-
-
-def take_over_push(args) -> Optional[str]:
-    """The repo id `--push_to_hub` asks for, with `Trainer`'s own pushes turned off: they would send
-    each save before the model card exists. `push_run` uploads the finished repo once instead."""
-    if not args.push_to_hub:
-        return None
-    args.push_to_hub = False
-    return args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir))
-
-
-def push_run(output_dir: str, repo_id: str, token: Optional[str] = None, private: Optional[bool] = None) -> str:
-    """Upload a finished output folder as a model repo, without what `PUSH_IGNORE` names."""
-    api = HfApi(token=token)
-    repo = api.create_repo(repo_id, exist_ok=True, private=private, repo_type="model").repo_id
-    api.upload_folder(folder_path=output_dir, repo_id=repo, repo_type="model", ignore_patterns=PUSH_IGNORE,
-                      commit_message="FlexMUSE training run")
-    return repo
 
 
 def base_models_of(model_name_or_path: str) -> list:
@@ -114,13 +82,17 @@ def _table(rows: dict) -> str:
     return "\n".join(lines)
 
 
+CARD_TAGS = ["flexmuse", "multimodal-creative-writing", "image-to-text", "t5", "clip"]
+
+
 def write_model_card(output_dir: str, base_model: list, datasets: list, language: list, settings: dict,
                      results: Optional[dict] = None, title: str = "FlexMUSE", repo_id: Optional[str] = None,
-                     offline_corpus: bool = False) -> str:
-    """Render README.md (YAML metadata + text) from the repository's model_card.md template."""
+                     offline_corpus: bool = False, tags: Sequence[str] = ()) -> str:
+    """Render README.md (YAML metadata + text) from the repository's model_card.md template; `tags`
+    (a trainer's, e.g. TRL's `trl`, `dpo`) come after FlexMUSE's own."""
     data = ModelCardData(
         library_name="transformers", pipeline_tag="image-text-to-text", license="apache-2.0",
-        tags=["flexmuse", "multimodal-creative-writing", "image-to-text", "t5", "clip"],
+        tags=list(dict.fromkeys([*CARD_TAGS, *tags])),
         base_model=[b for b in base_model if b] or None, datasets=[d for d in datasets if d] or None,
         language=language,
     )
@@ -134,5 +106,5 @@ def write_model_card(output_dir: str, base_model: list, datasets: list, language
     return path
 
 
-__all__ = ["PUSH_IGNORE", "base_models_of", "declare_pipeline", "push_run", "save_model_repo", "save_pipeline_code",
-           "save_run", "take_over_push", "update_model_index", "write_model_card"]
+__all__ = ["CARD_TAGS", "base_models_of", "declare_pipeline", "save_model_repo", "save_pipeline_code",
+           "update_model_index", "write_model_card", "write_train_info"]

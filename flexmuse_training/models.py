@@ -2,15 +2,12 @@
 
 import os
 
-from huggingface_hub import is_offline_mode, try_to_load_from_cache
-from huggingface_hub.errors import HFValidationError
-from huggingface_hub.utils import validate_repo_id
 from transformers import AutoImageProcessor, AutoTokenizer, ByT5Tokenizer
 
+from checks_flexmuse import check_model_option
 from configuration_flexmuse import PRESET_COMPONENTS, FlexMuseConfig
 from modeling_flexmuse import FlexMuseForConditionalGeneration
 from processing_flexmuse import FlexMuseProcessor
-from writing_flexmuse import check_model_path as check_flexmuse_folder
 
 from .args import ModelArguments
 
@@ -22,23 +19,7 @@ def check_model_args(args: ModelArguments) -> None:
     if not args.model_name_or_path and args.preset not in PRESET_COMPONENTS:
         raise ValueError(f"--preset {args.preset!r}: unknown; choose one of {', '.join(PRESET_COMPONENTS)}")
     for option in ("model_name_or_path", "encoder_name_or_path", "decoder_name_or_path"):
-        check_model_path(option, getattr(args, option))
-
-
-def check_model_path(option: str, path) -> None:
-    """`path` (the value of `--option`) is a folder or a Hub model id; offline, one in the cache. A
-    FlexMUSE model folder (`--model_name_or_path`, `--model`) gets the writer's checks too: its
-    config.json, its model type, readable weights."""
-    if path is not None and os.path.isdir(path) and option in ("model_name_or_path", "model"):
-        check_flexmuse_folder(path)
-    if path is None or os.path.isdir(path):
-        return
-    try:
-        validate_repo_id(path)
-    except HFValidationError:
-        raise FileNotFoundError(f"--{option} {path!r}: no such folder") from None
-    if is_offline_mode() and not isinstance(try_to_load_from_cache(path, "config.json"), str):
-        raise FileNotFoundError(f"--{option} {path!r}: no such folder, nor a Hub model in the cache (offline)")
+        check_model_option(option, getattr(args, option))
 
 
 def load_model_and_processor(args: ModelArguments):
@@ -92,4 +73,4 @@ def lora_config(model, args: ModelArguments):
     )
 
 
-__all__ = ["base_model_ids", "check_model_args", "check_model_path", "load_model_and_processor", "lora_config"]
+__all__ = ["base_model_ids", "check_model_args", "load_model_and_processor", "lora_config"]

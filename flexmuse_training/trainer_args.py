@@ -54,11 +54,18 @@ class FlexMuseTrainerArguments(OutputDirArguments):
                 "evaluation of the same weights (training draws u afresh at each step)"})
     # the collators read the image and text columns, which Trainer would otherwise drop
     remove_unused_columns: bool = False
+    hub_strategy: str = field(default="end", metadata={
+        "help": "with --push_to_hub: 'end' only, one upload of the finished repo with its card (Trainer's "
+                "checkpoint pushes would send weights without the remote code the config names)"})
 
     def __post_init__(self):
         if self.remove_unused_columns:
             raise ValueError("remove_unused_columns must be False: the FlexMUSE collators read the topic, image and "
                              "text columns, which Trainer would drop before they reach them")
+        if self.push_to_hub and str(getattr(self.hub_strategy, "value", self.hub_strategy)) != "end":
+            raise ValueError(f"--hub_strategy {self.hub_strategy!r}: FlexMUSE pushes with 'end' only (one upload of "
+                             "the finished model repo with its remote code and card); checkpoint pushes would send "
+                             "weights whose config names remote code that is not there yet")
         super().__post_init__()
 
 

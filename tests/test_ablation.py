@@ -3,7 +3,7 @@ shortcut experiment, report and chart)."""
 
 import pytest
 
-from conftest import load_script
+from helpers import load_script
 
 ablation = load_script("ablation")
 

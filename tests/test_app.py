@@ -18,7 +18,7 @@ from PIL import Image
 
 pytest.importorskip("gradio")
 import app  # noqa: E402
-from conftest import REPO, make_pipeline  # noqa: E402
+from helpers import REPO, make_pipeline  # noqa: E402
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 TOPIC = "春天的西湖"
@@ -67,6 +67,12 @@ def test_write_article_html_downloads_and_table(model_dir, photos):
         assert row[1] == section.metadata["gate_similarity"]
         assert row[2] == ("yes" if section.metadata["gate_keep"] else "no")
     shutil.rmtree(first.folder), shutil.rmtree(second.folder)
+
+
+def test_each_photo_is_normalised_once(model_dir, photos, normalised):
+    result = app.write_article(TOPIC, photos[:2], model=model_dir, **FAST)
+    assert len(normalised) == 2  # by the app; the pipeline and the processor use its pictures
+    shutil.rmtree(result.folder)
 
 
 def test_model_is_loaded_once(model_dir):

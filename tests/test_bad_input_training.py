@@ -9,7 +9,8 @@ import sys
 import pytest
 from huggingface_hub import is_offline_mode
 
-from conftest import REPO, corpus_fixture, load_script, make_model
+from helpers import REPO, corpus_fixture, load_script, make_model
+from flexmuse_training import stage
 from flexmuse_training.corpus import make_corpus
 from flexmuse_training.data import BadRecordError
 from flexmuse_training.errors import run_script
@@ -33,8 +34,7 @@ def no_model(monkeypatch):
     def built(*args, **kwargs):
         raise AssertionError("a model was built")
 
-    for name in ("sft", "dpo"):
-        monkeypatch.setattr(SCRIPTS[name], "load_model_and_processor", built)
+    monkeypatch.setattr(stage, "load_model_and_processor", built)  # both training stages build it there
     monkeypatch.setattr(SCRIPTS["pretrain_clip"], "CLIPModel", built)
 
 
@@ -93,7 +93,7 @@ def test_a_bad_record_is_one_line_a_bug_or_debug_keeps_the_traceback_other_ranks
     assert _one_error(lines, "sft").endswith("record 0 ('港口'): 2 images but 1 paragraphs (field 'paragraphs')")
     with pytest.raises(BadRecordError):
         run_script(SCRIPTS["sft"].main, [*map(str, argv), "--debug"])
-    monkeypatch.setattr(SCRIPTS["sft"], "load_training_splits", lambda *a: 1 / 0)
+    monkeypatch.setattr(stage, "load_training_splits", lambda *a: 1 / 0)
     with pytest.raises(ZeroDivisionError):  # a bug is no user mistake
         run_script(SCRIPTS["sft"].main, list(map(str, argv)))
 

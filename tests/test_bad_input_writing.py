@@ -11,7 +11,7 @@ from PIL import Image
 
 import pipeline_flexmuse
 from article_flexmuse import Article, Section
-from conftest import make_model, make_pipeline
+from helpers import make_model, make_pipeline
 from flexmuse_cli import main
 from images_flexmuse import ImageLoadError, load_image
 from pipeline_flexmuse import FlexMusePipeline

@@ -5,7 +5,7 @@ import json
 import torch
 from transformers import CLIPModel
 
-from conftest import load_script
+from helpers import load_script
 from flexmuse_training.args import ModelArguments
 from flexmuse_training.corpus import make_corpus
 from flexmuse_training.models import load_model_and_processor

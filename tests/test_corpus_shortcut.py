@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from flexmuse_cli import main
-from flexmuse_training.corpus import COLORS, base_topic, make_articles, make_corpus, topic_colour
+from flexmuse_training.corpus import make_articles, make_corpus
+from flexmuse_training.corpus_text import COLORS, base_topic, topic_colour
 from flexmuse_training.grounding import parse_paragraph
 
 

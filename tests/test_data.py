@@ -13,7 +13,8 @@ from PIL import Image
 
 from processing_flexmuse import FlexMuseProcessor
 from flexmuse_training.collator import FlexMuseCollator, MscDPOCollator
-from flexmuse_training.corpus import COLORS, is_offline_corpus, make_articles, base_topic, make_corpus
+from flexmuse_training.corpus import is_offline_corpus, make_articles, make_corpus
+from flexmuse_training.corpus_text import COLORS, base_topic
 from flexmuse_training.grounding import parse_paragraph
 from flexmuse_training.dpo_trainer import cap_rejected
 from flexmuse_training.data import BadRecordError, dpo_view, has_split, load_articles, sft_view

@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, load_script, make_model
+from helpers import REPO, load_script, make_model
 from flexmuse_training import dpo_trainer
 from flexmuse_training.args import ModelArguments
 from flexmuse_training.corpus import make_corpus
@@ -202,6 +202,16 @@ def test_sampled_rejected_rows_hold_the_models_own_paragraphs(articles):
     assert all(len(r) == 1 and r[0].strip() and r[0] != c for r, c in zip(rows["rejected"], rows["chosen"]))
 
 
+def test_the_trainer_samples_the_rejected_when_asked(articles, tmp_path):
+    """rejected_source=sample: the trainer builds its rows from the starting model's own paragraphs."""
+    trainer = _trainer(tmp_path, articles.select(range(3)), rejected_source="sample", sample_max_new_tokens=12)
+    rows = trainer.train_dataset
+    assert 0 < len(rows) <= sum(len(p) for p in articles.select(range(3))["paragraphs"])
+    references = {p for paragraphs in articles.select(range(3))["paragraphs"] for p in paragraphs}
+    assert all(len(r) == 1 and r[0] not in references for r in rows["rejected"])
+    assert trainer.model.training  # sampled in eval mode, handed back for training
+
+
 @pytest.mark.slow
 def test_mscdpo_after_sft_raises_alignment_and_keeps_rouge(tmp_path):
     corpus = tmp_path / "corpus"
@@ -224,6 +234,33 @@ def test_mscdpo_after_sft_raises_alignment_and_keeps_rouge(tmp_path):
     history = json.loads((tmp_path / "dpo" / "train_info.json").read_text())["log_history"]
     margins = [entry["rewards/margins"] for entry in history if "rewards/margins" in entry]
     assert len(margins) >= 4 and sum(margins[-2:]) / 2 > sum(margins[:2]) / 2 + 0.1
+
+
+def test_the_scripts_train_lora_one_way_and_save_merged_repos_with_their_trainers_tags(tmp_path):
+    """SFT then mscDPO with --use_lora through the one stage runner: each trainer wraps the model,
+    the finished folder holds merged weights (no adapter files) loadable by AutoModel, and the card
+    carries the trainer's tags and the stage's settings; the precomputed-reference rows are gone."""
+    from huggingface_hub import ModelCard
+    from transformers import AutoModel
+
+    corpus = tmp_path / "corpus"
+    make_corpus(str(corpus), articles=8, seed=0, eval_articles=2)
+    common = ["--config", CONFIG, "--dataset", str(corpus), "--disable_tqdm", "true", "--eval_strategy", "no",
+              "--save_strategy", "no", "--max_steps", "2", "--per_device_train_batch_size", "4", "--eval_split", "",
+              "--use_lora", "true"]
+    sft.main([*common, "--output_dir", str(tmp_path / "sft")])
+    dpo.main([*common, "--output_dir", str(tmp_path / "dpo"), "--model_name_or_path", str(tmp_path / "sft"),
+              "--precompute_ref_log_probs", "true", "--standard_dpo", "true"])
+    for stage, tags in (("sft", {"flexmuse", "sft"}), ("dpo", {"flexmuse", "trl", "dpo", "mscdpo"})):
+        out = tmp_path / stage
+        assert not (out / "adapter_config.json").exists() and (out / "model.safetensors").is_file()
+        card = ModelCard.load(out / "README.md")
+        assert tags <= set(card.data.tags), card.data.tags
+        settings = json.loads((out / "train_info.json").read_text())["settings"]
+        assert settings["lora"] is True and settings["steps"] == 2
+        assert AutoModel.from_pretrained(str(out), trust_remote_code=True).config.model_type == "flexmuse"
+    assert settings["stage"].startswith("standard DPO") and settings["start"] == str(tmp_path / "sft")
+    assert not (tmp_path / "dpo" / dpo_trainer.ROWS_DIR).exists()
 
 
 @pytest.mark.slow
@@ -262,10 +299,13 @@ def test_the_trl_methods_overridden_keep_their_signatures_in_the_installed_trl()
 
     from trl import DPOTrainer
 
-    private = {name for name, value in vars(MscDPOTrainer).items() if name.startswith("_")
-               and not name.startswith("__") and callable(value) and hasattr(DPOTrainer, name)}
-    assert private == {"_prepare_dataset"}, private  # the module docstring lists exactly these
-    for name in ("_prepare_dataset", "compute_ref_log_probs", "compute_loss", "prediction_step"):
+    from flexmuse_training.trainer_utils import FlexMuseTrainerMixin
+
+    private = {name for cls in (MscDPOTrainer, FlexMuseTrainerMixin) for name, value in vars(cls).items()
+               if name.startswith("_") and not name.startswith("__") and callable(value) and hasattr(DPOTrainer, name)}
+    assert private == {"_prepare_dataset", "_save"}, private  # the docstrings list exactly these
+    for name in ("_prepare_dataset", "_save", "compute_ref_log_probs", "compute_loss", "prediction_step",
+                 "save_model"):
         ours, theirs = (list(inspect.signature(getattr(cls, name)).parameters) for cls in (MscDPOTrainer, DPOTrainer))
         assert ours == theirs, (name, ours, theirs)
     for name in ("_prepare_dataset", "compute_ref_log_probs", "compute_loss", "prediction_step", "create_model_card"):

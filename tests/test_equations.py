@@ -66,7 +66,7 @@ def test_gate_open_and_closed():
     gate = MsaGate()
     assert gate(z_t, z_v, mode="open").keep.all()
     assert not gate(z_t, z_v, mode="closed").keep.any()
-    with pytest.raises(ValueError, match="gate_mode"):
+    with pytest.raises(ValueError, match=r"gate_mode must be one of \('sample', 'open', 'closed'\)"):
         gate(z_t, z_v, mode="sometimes")
 
 

@@ -10,7 +10,7 @@ from huggingface_hub import ModelCard
 from rouge_score import rouge_scorer
 from transformers import BertConfig, BertModel, BertTokenizer
 
-from conftest import make_model
+from helpers import make_model
 from processing_flexmuse import FlexMuseProcessor
 from test_judge import ScriptedServer
 from flexmuse_training import evaluate
@@ -19,9 +19,9 @@ from flexmuse_training.data import load_articles
 from flexmuse_training.hub import save_model_repo, update_model_index, write_model_card
 from flexmuse_training import evaluation
 from flexmuse_training.evaluation import Evaluator
-from flexmuse_training.metrics import (alignment_matrices, alignment_scores, bertscore_f1, clip_similarity, distinct_n,
-                                       grounding_scores, rouge_scores, self_bleu, swapped_alignment_scores,
-                                       topic_consistency)
+from flexmuse_training.grounding import grounding_scores
+from flexmuse_training.probes import alignment_matrices, alignment_scores, clip_similarity, swapped_alignment_scores
+from flexmuse_training.text_metrics import bertscore_f1, distinct_n, rouge_scores, self_bleu, topic_consistency
 
 
 def test_rouge_on_chinese_by_hand():
@@ -107,6 +107,8 @@ def test_model_index_round_trips(tmp_path):
     results = {(r.metric_type, r.metric_value) for r in card.data.eval_results}
     assert results == {("rougeL", 0.7)}  # the same dataset and split replaced, None left out
     assert card.data.base_model == ["OFA-Sys/chinese-clip-vit-base-patch16"] and "| stage | `SFT` |" in card.text
+    headings = [line for line in card.text.splitlines() if line.startswith("#")]
+    assert len(headings) == len(set(headings)) and card.text.count("(https://arxiv.org/abs/2508.16230)") == 1  # each section once
 
 
 def test_evaluate_end_to_end_with_a_local_judge(tmp_path, tiny_bert):
@@ -280,7 +282,7 @@ def test_the_new_metrics_reach_an_evaluator_run(tmp_path, monkeypatch):
 
 def test_grounding_counts_a_colour_copied_from_the_topic_only_where_the_image_lacks_it():
     from flexmuse_training.corpus import make_articles
-    from flexmuse_training.metrics import grounding_scores
+    from flexmuse_training.grounding import grounding_scores
 
     articles = list(make_articles(6, seed=2, lang="en", shortcut=0.0))  # topics name a colour no image has
     topics = [a.topic for a in articles for _ in a.paragraphs]

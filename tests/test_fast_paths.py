@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import make_model, topic_ids
+from helpers import make_model, topic_ids
 from modeling_flexmuse import FlexMuseForConditionalGeneration
 
 

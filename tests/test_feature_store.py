@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from conftest import corpus_fixture, make_model
+from helpers import corpus_fixture, make_model
 from flexmuse_training.collator import FlexMuseCollator
 from flexmuse_training.data import load_articles, sft_view
 from flexmuse_training.feature_store import FrozenFeatureStore

@@ -3,10 +3,9 @@ into colour, shape and position as a reader would read it, and the grounding met
 
 import pytest
 
-from flexmuse_training.corpus import (COLORS, POSITIONS, SHAPES, SUBJECTS, THEMES, Chunk, attributes_of,
-                                      paragraph_text, topic_text)
-from flexmuse_training.grounding import parse_paragraph
-from flexmuse_training.metrics import grounding_scores
+from flexmuse_training.corpus_text import (COLORS, POSITIONS, SHAPES, SUBJECTS, THEMES, Chunk, attributes_of,
+                                           paragraph_text, topic_text)
+from flexmuse_training.grounding import grounding_scores, parse_paragraph
 
 ZH, EN = "海边的精品酒店", "The seaside boutique hotel"
 ZH_NAMED, EN_NAMED = "海边的精品酒店与红色圆形", "The seaside boutique hotel and the red circle"

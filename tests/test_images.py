@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from images_flexmuse import MAX_SIDE, ImageLoadError, load_image
+from helpers import make_model, make_pipeline
+from images_flexmuse import MAX_SIDE, ImageLoadError, load_image, load_images
+from processing_flexmuse import FlexMuseProcessor
+from task_flexmuse import FlexMuseWritingPipeline
 
 
 def _saved(tmp_path, image, name, **save_kwargs):
@@ -62,9 +65,12 @@ def test_exif_rotation_is_applied(tmp_path):
     image.paste((255, 255, 255), (0, 0, 10, 20))  # white stripe on the left
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: rotate 90° clockwise to display
-    loaded = load_image(_saved(tmp_path, image, "r.jpg", exif=exif.tobytes(), quality=95))
+    path = _saved(tmp_path, image, "r.jpg", exif=exif.tobytes(), quality=95)
+    loaded = load_image(path)
     assert loaded.size == (20, 40)
     assert sum(loaded.getpixel((10, 2))) > 600 and sum(loaded.getpixel((10, 38))) < 100  # stripe now on top
+    with Image.open(path) as opened:  # decoded RGB, but still to be turned upright
+        assert load_image(opened.convert("RGB")).size == (20, 40)
 
 
 def test_one_pixel_image(tmp_path):
@@ -97,3 +103,25 @@ def test_missing_and_corrupt_files_are_named(tmp_path):
         load_image(str(corrupt))
     with pytest.raises(ImageLoadError, match="got int"):
         load_image(42)
+
+
+def test_a_loaded_image_is_used_as_it_is(tmp_path, normalised):
+    loaded = load_images([_saved(tmp_path, Image.new("RGB", (6, 4)), "a.png"), Image.new("LA", (6, 4)),
+                          np.zeros((4, 6, 3), dtype=np.uint8)])
+    assert all(again is image for again, image in zip(load_images(loaded), loaded)) and len(normalised) == 3
+    with Image.open(tmp_path / "a.png") as opened:  # a file read lazily is loaded, even in RGB
+        assert load_image(opened) is not opened and len(normalised) == 4
+
+
+@pytest.mark.parametrize("path", ["processor", "task pipeline", "FlexMusePipeline"])
+def test_each_image_is_normalised_once(path, tmp_path, normalised):
+    images = [_saved(tmp_path, Image.new("RGB", (12, 8), (200, 10, 10)), "a.png"),
+              Image.new("RGBA", (8, 8), (0, 0, 255, 128)), np.zeros((8, 10, 3), dtype=np.uint8)]
+    if path == "processor":
+        FlexMuseProcessor.tiny()("topic", images)
+    elif path == "task pipeline":
+        FlexMuseWritingPipeline(model=make_model(), processor=FlexMuseProcessor.tiny())("topic", images=images,
+                                                                                         max_new_tokens=2)
+    else:
+        make_pipeline(with_t2i=False)("topic", images=images, max_new_tokens=2)
+    assert sorted(normalised) == [(8, 8), (10, 8), (12, 8)]

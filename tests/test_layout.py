@@ -10,7 +10,7 @@ import zipfile
 import pytest
 import torch
 
-from conftest import REPO, corpus_fixture, load_script, make_model
+from helpers import REPO, corpus_fixture, load_script, make_model
 from flexmuse_training import evaluation
 from flexmuse_training.collator import FlexMuseCollator, MscDPOCollator
 from flexmuse_training.feature_store import FrozenFeatureStore
@@ -116,7 +116,7 @@ torch.set_num_threads(1)
 from transformers import pipeline
 model_dir, corpus = sys.argv[2:4]
 files = set(os.listdir(model_dir))
-assert "pipeline_flexmuse.py" not in files, files
+assert "pipeline_flexmuse.py" not in files and "checks_flexmuse.py" in files, files
 writer = pipeline("flexmuse", model=model_dir, trust_remote_code=True)
 sys.path.append(sys.argv[1])  # now the library, still without diffusers
 from flexmuse_training.data import load_articles
@@ -146,7 +146,8 @@ sys.path.insert(0, sys.argv[2])  # the unpacked wheel
 import flexmuse_training.hub as hub
 from flexmuse_training.args import config_path, preset_names
 assert hub.__file__.startswith(sys.argv[2]), hub.__file__
-assert preset_names() == ["base", "base-en", "tiny"] and config_path("tiny").startswith(sys.argv[2])
+from configuration_flexmuse import PRESET_COMPONENTS
+assert preset_names() == sorted(PRESET_COMPONENTS) and config_path("tiny").startswith(sys.argv[2])  # a YAML each
 hub.write_model_card(sys.argv[3], base_model=[], datasets=[None], language=["zh"], settings={"stage": "SFT"})
 print("ok")
 """
@@ -163,7 +164,7 @@ def test_the_wheel_holds_what_the_library_reads_at_run_time(tmp_path):
     assert {"flexmuse_training/model_card.md", "flexmuse_training/configs/tiny.yaml",
             "flexmuse_training/configs/base.yaml", "flexmuse_training/configs/base-en.yaml",
             "flexmuse_training/configs/accelerate/fsdp.yaml",
-            "modeling_flexmuse.py", "writing_flexmuse.py", "task_flexmuse.py"} <= names
+            "checks_flexmuse.py", "modeling_flexmuse.py", "writing_flexmuse.py", "task_flexmuse.py"} <= names
     assert not any(name.startswith("training/") for name in names)  # the scripts are not a package
     zipfile.ZipFile(wheel).extractall(tmp_path / "site")
     (tmp_path / "card").mkdir()

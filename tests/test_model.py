@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from configuration_flexmuse import FlexMuseConfig
-from conftest import make_model, topic_ids
+from helpers import make_model, topic_ids
 from modeling_flexmuse import FlexMuseForConditionalGeneration
 
 
@@ -19,6 +19,48 @@ def test_forward_loss_and_shapes(tiny_model, pixels):
     assert out.gate_keep.tolist() == [True, True, True]
     # memory = 1 CLS + 16 patches (32 px / 8 px) + the 4 topic tokens (3 + EOS)
     assert out.encoder_last_hidden_state.shape == (3, 17 + 4, 64)
+
+
+def test_loss_with_num_items_in_batch_and_tuple_output(tiny_model, pixels):
+    """Trainer's `num_items_in_batch` turns the loss into this batch's token sum over that count."""
+    ids, mask = topic_ids([5, 6, 7])
+    labels = torch.randint(3, 384, (3, 7), generator=torch.Generator().manual_seed(0))
+    labels[1, -3:] = -100
+    inputs = dict(input_ids=ids, attention_mask=mask, pixel_values=pixels, labels=labels, gate_mode="open")
+    out = tiny_model(**inputs)
+    summed = torch.nn.functional.cross_entropy(out.logits.flatten(0, 1), labels.flatten(), reduction="sum")
+    for count in (40, torch.tensor(40)):
+        assert torch.allclose(tiny_model(**inputs, num_items_in_batch=count).loss, summed / 40)
+    as_tuple = tiny_model(**inputs, return_dict=False)
+    assert isinstance(as_tuple, tuple) and torch.equal(as_tuple[0], out.loss) and torch.equal(as_tuple[1], out.logits)
+
+
+def test_shift_right_is_t5s(tiny_model):
+    from transformers.models.t5.modeling_t5 import T5PreTrainedModel
+
+    labels = torch.tensor([[5, 6, 7, -100], [8, -100, -100, -100]])
+    expected = T5PreTrainedModel._shift_right(tiny_model, labels)
+    assert torch.equal(tiny_model.shift_right(labels), expected)
+    assert torch.equal(tiny_model.prepare_decoder_input_ids_from_labels(labels=labels), expected)
+
+
+def test_memory_options_reach_the_memory_from_forward_and_generate(tiny_model, pixels):
+    ids, mask = topic_ids([5, 6, 7], [8, 9])
+    index, gate_u = torch.tensor([0, 1, 1]), torch.tensor([0.0, 0.5, 1.0])
+    memory = tiny_model.get_memory(input_ids=ids, pixel_values=pixels, attention_mask=mask, topic_index=index,
+                                   gate_u=gate_u)
+    out = tiny_model(input_ids=ids, attention_mask=mask, pixel_values=pixels, topic_index=index, gate_u=gate_u,
+                     decoder_input_ids=torch.zeros(3, 1, dtype=torch.long))
+    assert torch.equal(out.gate_keep, memory.gate_keep) and torch.equal(out.encoder_last_hidden_state,
+                                                                         memory.last_hidden_state)
+    pooled, tokens, _ = tiny_model.encode_topics(ids, mask)
+    decode = dict(max_new_tokens=5, gate_mode="open", topic_index=index)
+    direct = tiny_model.generate(input_ids=ids, attention_mask=mask, pixel_values=pixels, **decode)
+    cached = tiny_model.generate(attention_mask=mask, topic_features=(pooled, tokens),
+                                 image_features=tiny_model.encode_images(pixels), **decode)
+    assert torch.equal(direct, cached)
+    with pytest.raises(TypeError, match="gate_moed"):
+        tiny_model.get_memory(input_ids=ids, pixel_values=pixels, attention_mask=mask, gate_moed="open")
 
 
 def test_gradients_reach_trainable_parts_not_frozen_encoder(pixels):

@@ -12,7 +12,7 @@ from PIL import Image
 from transformers import pipeline
 
 from article_flexmuse import Article
-from conftest import make_model, make_pipeline
+from helpers import make_model, make_pipeline
 from pipeline_flexmuse import FlexMusePipeline
 from processing_flexmuse import FlexMuseProcessor
 from task_flexmuse import FlexMuseWritingPipeline
@@ -89,6 +89,30 @@ def test_one_t2i_call_one_generate_one_text_tower_call_per_article(monkeypatch):
     assert counts["t2i_text"] == [1, 1]
     assert counts["generate"] == 1
     assert counts["text"] == [1]
+
+
+def test_the_text_to_image_pipeline_is_built_once(monkeypatch):
+    import pipeline_flexmuse
+    from diffusers import EulerDiscreteScheduler
+
+    real, built = pipeline_flexmuse.StableDiffusionPipeline, []
+    monkeypatch.setattr(pipeline_flexmuse, "StableDiffusionPipeline", lambda **parts: built.append(1) or real(**parts))
+    pipe = make_pipeline()
+    draw = dict(prompt=TOPIC, seeds=[1, 2], num_inference_steps=2)
+    first, second = pipe.text_to_image(**draw), pipe.text_to_image(**draw)
+    assert len(built) == 1
+    # what a Stable Diffusion pipeline built afresh for the call draws
+    fresh = real(vae=pipe.t2i_vae, text_encoder=pipe.t2i_text_encoder, tokenizer=pipe.t2i_tokenizer,
+                 unet=pipe.t2i_unet, scheduler=pipe.t2i_scheduler, safety_checker=None, feature_extractor=None,
+                 requires_safety_checker=False)(
+        prompt=TOPIC, num_images_per_prompt=2, generator=[torch.Generator().manual_seed(s) for s in (1, 2)],
+        num_inference_steps=2, guidance_scale=7.5, output_type="pil").images
+    as_bytes = [[np.asarray(image).tobytes() for image in images] for images in (first, second, fresh)]
+    assert as_bytes[0] == as_bytes[1] == as_bytes[2]
+    pipe.t2i_scheduler = EulerDiscreteScheduler.from_config(pipe.t2i_scheduler.config)  # a replaced component
+    third = pipe.text_to_image(**draw)
+    assert len(built) == 2 and pipe._t2i_pipeline.scheduler is pipe.t2i_scheduler
+    assert [np.asarray(image).tobytes() for image in third] == as_bytes[0]
 
 
 def test_output_type_and_return_dict():
@@ -175,7 +199,7 @@ article.save(os.path.join(os.path.dirname(sys.argv[2]), "fresh"))
 def test_from_model_with_a_stable_diffusion_folder_and_dtype(tmp_path):
     from diffusers import StableDiffusionPipeline
 
-    from conftest import make_t2i_components
+    from helpers import make_t2i_components
 
     FlexMuseWritingPipeline(model=make_model(), processor=FlexMuseProcessor.tiny()).save_pretrained(tmp_path / "m")
     parts = {name.removeprefix("t2i_"): value for name, value in make_t2i_components().items()}

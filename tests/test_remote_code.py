@@ -8,7 +8,7 @@ import torch
 from transformers import ChineseCLIPConfig, ChineseCLIPModel, CLIPConfig, CLIPModel, T5Config, T5ForConditionalGeneration
 
 from configuration_flexmuse import FlexMuseConfig
-from conftest import make_model, open_clip_topic_ids, run_fresh, topic_ids
+from helpers import make_model, open_clip_topic_ids, run_fresh, topic_ids
 from modeling_flexmuse import FlexMuseForConditionalGeneration, FlexMuseMemoryOutput
 
 @pytest.mark.parametrize("backend", ["transformers", "open_clip"])

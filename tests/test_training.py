@@ -13,8 +13,8 @@ from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 from transformers import pipeline
 
-from configuration_flexmuse import FlexMuseConfig
-from conftest import REPO, load_script, run_fresh
+from configuration_flexmuse import PRESET_COMPONENTS, FlexMuseConfig
+from helpers import REPO, load_script, run_fresh
 from flexmuse_training.args import DataArguments, ModelArguments, parse_stage_args
 from flexmuse_training.corpus import make_corpus
 from flexmuse_training.data import load_articles
@@ -206,7 +206,7 @@ def test_lora_trains_the_decoder_attention_and_saves_merged(small_corpus, tmp_pa
     assert not any(".DenseReluDense." in key or key.startswith("encoder.") for key in changed)
 
 
-@pytest.mark.parametrize("name", ["tiny", "base", "base-en"])
+@pytest.mark.parametrize("name", list(PRESET_COMPONENTS))
 def test_yaml_configs_parse_for_both_stages_with_command_line_overrides(name):
     config = os.path.join(REPO, "training", "configs", f"{name}.yaml")
     # bf16 is overridden because this machine has no GPU; the override is what is under test
@@ -294,6 +294,10 @@ def test_push_to_hub_uploads_the_finished_repo_without_checkpoints(small_corpus,
     sent = set(calls[1][2])
     assert {"config.json", "model.safetensors", "README.md", "modeling_flexmuse.py", "processor_config.json"} <= sent
     assert not any(name.startswith("checkpoint-") for name in sent)
+    card = ModelCard.load(out / "README.md")  # the FlexMUSE card, with the trainer's tag and the run's results
+    assert {"flexmuse", "sft"} <= set(card.data.tags) and "train_loss" in card.text
+    with pytest.raises(ValueError, match="--hub_strategy 'every_save'"):
+        sft.main(_args(small_corpus, tmp_path / "out2", "--push_to_hub", "true", "--hub_strategy", "every_save"))
 
 
 @pytest.mark.parametrize("cache", [False, True])

@@ -7,10 +7,10 @@ import argparse
 import os
 import sys
 
+from checks_flexmuse import check_model_option
 from flexmuse_training.data import load_articles
 from flexmuse_training.errors import run_script
 from flexmuse_training.evaluation import Evaluator, comparison_table
-from flexmuse_training.models import check_model_path
 from modeling_flexmuse import FlexMuseForConditionalGeneration
 from processing_flexmuse import FlexMuseProcessor
 
@@ -28,7 +28,7 @@ def main(argv=None):
     models = {}
     for spec in args.model:
         name, _, path = spec.rpartition("=")
-        check_model_path("model", path)
+        check_model_option("model", path)
         models[name or os.path.basename(os.path.normpath(path))] = path
 
     test = load_articles(args.data, args.split)
