@@ -14,7 +14,7 @@ import re
 import tempfile
 import threading
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, Sequence
 
 import gradio as gr
 import torch
@@ -31,7 +31,7 @@ GATE_MODES = ("model default", *MODEL_GATE_MODES)
 DECODINGS = ("beam search", "sampling")
 TABLE_HEADERS = ["paragraph", "msaGate similarity", "topic kept"]
 
-_model_arg: Optional[str] = None  # set by --model
+_model_arg: str | None = None  # set by --model
 _pipelines: dict = {}
 _load_lock = threading.Lock()
 
@@ -50,7 +50,7 @@ def _how_to_make(path: str, reason: str) -> str:
             "a saved FlexMusePipeline folder or a Hub id.")
 
 
-def model_status(path: Optional[str] = None) -> str:
+def model_status(path: str | None = None) -> str:
     """A line for the page: which model will write, or how to make one. Loads nothing."""
     path = path or model_path()
     if path == DEFAULT_MODEL and not os.path.exists(path):
@@ -63,7 +63,7 @@ def model_status(path: Optional[str] = None) -> str:
     return f"Model: `{path}` ({what}); loaded on the first request."
 
 
-def get_pipeline(path: Optional[str] = None) -> FlexMusePipeline:
+def get_pipeline(path: str | None = None) -> FlexMusePipeline:
     """The pipeline for `path`, loaded once and cached (a failed load is retried on the next request)."""
     path = path or model_path()
     with _load_lock:
@@ -96,9 +96,9 @@ def _photo_paths(photos) -> list[str]:
     return paths
 
 
-def write_article(topic: str, photos: Optional[Sequence] = None, num_images: int = 3, gate_mode: str = "model default",
-                  seed: Optional[int] = 0, max_new_tokens: int = 128, decoding: str = "beam search", num_beams: int = 1,
-                  model: Optional[str] = None, progress: Optional[Callable] = None) -> WriteResult:
+def write_article(topic: str, photos: Sequence | None = None, num_images: int = 3, gate_mode: str = "model default",
+                  seed: int | None = 0, max_new_tokens: int = 128, decoding: str = "beam search", num_beams: int = 1,
+                  model: str | None = None, progress: Callable | None = None) -> WriteResult:
     """Check the request, write the article and save its downloads; bad input raises ValueError
     (ImageLoadError for a file that is not an image, ModelUnavailable without a model)."""
     progress = progress or (lambda *args, **kwargs: None)

@@ -14,7 +14,7 @@ import os
 import shutil
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from PIL import Image
 
@@ -51,7 +51,7 @@ class Article:
         return [f"images/{number:0{width}d}.png" for number in range(1, len(self.sections) + 1)]
 
     # ------------------------------------------------------------------ rendering
-    def to_markdown(self, image_paths: Optional[list[str]] = None) -> str:
+    def to_markdown(self, image_paths: list[str] | None = None) -> str:
         """Markdown with `images/NN.png` links (the layout `save` writes)."""
         paths = image_paths or self.image_names()
         parts = [f"# {_escape_markdown(self.topic)}"]

@@ -8,7 +8,6 @@ the same mistakes with the same messages.
 import glob
 import json
 import os
-from typing import Optional
 
 from huggingface_hub import is_offline_mode, try_to_load_from_cache
 from huggingface_hub.errors import HFValidationError
@@ -53,7 +52,7 @@ def is_repo_id(name) -> bool:
     return True
 
 
-def model_path_kind(path) -> Optional[str]:
+def model_path_kind(path) -> str | None:
     """"pipeline" for a saved FlexMusePipeline folder, "model" for a FlexMUSE model folder, None for a
     Hub id (the download reports its own errors); anything else is refused here, naming the path,
     instead of by a load report or a repo-id error further down."""

@@ -3,7 +3,7 @@
 import argparse
 import os
 import sys
-from typing import Optional, Sequence
+from typing import Sequence
 
 
 def _write_parser(subparsers, common: argparse.ArgumentParser) -> None:
@@ -138,7 +138,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     return run_script(evaluate, args.options, prog="flexmuse evaluate")  # its own one-line errors and --debug
 
 
-def _forward_evaluate(argv: list) -> Optional[int]:
+def _forward_evaluate(argv: list) -> int | None:
     """`flexmuse evaluate ...` hands every option to the evaluator's own parser (argparse's
     REMAINDER does not pass on options such as --help that come first)."""
     if argv[:1] != ["evaluate"]:
@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     forwarded = _forward_evaluate(argv)
     if forwarded is not None:

@@ -1,6 +1,6 @@
 """FlexMUSE processor: CLIP image processor + CLIP text tokenizer (topics) + the writer's tokenizer."""
 
-from typing import Optional, Sequence, Union
+from typing import Sequence, Union
 
 import torch
 from transformers import AutoImageProcessor, AutoTokenizer, BatchFeature, ByT5Tokenizer, CLIPImageProcessor
@@ -12,7 +12,7 @@ except ImportError:  # imported as a top-level module from a checkout
     from images_flexmuse import ImageInput, load_images
 
 
-def check_topic(topic, article: Optional[int] = None) -> None:
+def check_topic(topic, article: int | None = None) -> None:
     """A topic must be visible text; `article` numbers it within a batch."""
     where = "" if article is None else f" (article {article})"
     if not isinstance(topic, str):
@@ -50,7 +50,7 @@ class FlexMuseProcessor(ProcessorMixin):
         self,
         topics: Union[str, Sequence[str]],
         images: Union[Sequence[ImageInput], Sequence[Sequence[ImageInput]]],
-        paragraphs: Optional[Union[Sequence[str], Sequence[Sequence[str]]]] = None,
+        paragraphs: Union[Sequence[str], Sequence[Sequence[str]]] | None = None,
         return_tensors: str = "pt",
     ) -> BatchFeature:
         r"""

@@ -5,8 +5,6 @@ that `pipeline("flexmuse", model=repo, trust_remote_code=True)` works without th
 without diffusers). The text-to-image part is the diffusers `FlexMusePipeline`'s.
 """
 
-from typing import Optional
-
 import torch
 from transformers import AutoModel, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
@@ -76,8 +74,8 @@ class FlexMuseWritingPipeline(Pipeline):
         images = [load_images(article["images"]) for article in articles]
         return {"inputs": self.processor(topics, images), "topics": topics, "images": images}
 
-    def _forward(self, model_inputs: dict, seed: Optional[int] = None, gate_mode: Optional[str] = None,
-                 generate_kwargs: Optional[dict] = None) -> dict:
+    def _forward(self, model_inputs: dict, seed: int | None = None, gate_mode: str | None = None,
+                 generate_kwargs: dict | None = None) -> dict:
         generator = None if seed is None else torch.Generator().manual_seed(int(seed))
         gate_seed, decode_seed = draw_seeds(generator, 2)
         generated = generate_paragraphs(self.model, model_inputs["inputs"], gate_seed, decode_seed, gate_mode,

@@ -6,7 +6,7 @@ Every article of a batch is written in one `generate` call, each distinct topic 
 What users pass is checked before any of this, in checks_flexmuse.py.
 """
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 from PIL import Image
@@ -19,14 +19,14 @@ except ImportError:  # imported as a top-level module from a checkout
 _SEED_RANGE = 2**31 - 1
 
 
-def draw_seeds(generator: Optional[torch.Generator], count: int) -> list[int]:
+def draw_seeds(generator: torch.Generator | None, count: int) -> list[int]:
     """`count` seeds from `generator` (or the global RNG): one per image, for the gate, for decoding."""
     device = generator.device if generator is not None else "cpu"
     return torch.randint(0, _SEED_RANGE, (count,), generator=generator, device=device).tolist()
 
 
 @torch.no_grad()
-def generate_paragraphs(model, inputs, gate_seed: int, decode_seed: int, gate_mode: Optional[str] = None,
+def generate_paragraphs(model, inputs, gate_seed: int, decode_seed: int, gate_mode: str | None = None,
                         **generate_kwargs) -> dict:
     """Paragraph token ids (one row per image) for processor `inputs`, and the msaGate's decisions.
 
@@ -65,7 +65,7 @@ def assemble_articles(processor, topics: Sequence[str], images: Sequence[Sequenc
     return articles
 
 
-def writing_metadata(model, gate_seed: int, decode_seed: int, gate_mode: Optional[str], generate_kwargs: dict) -> dict:
+def writing_metadata(model, gate_seed: int, decode_seed: int, gate_mode: str | None, generate_kwargs: dict) -> dict:
     """What an article records about how it was written (model, gate mode, seeds, decoding)."""
     return {
         "model": getattr(model.config, "name_or_path", "") or "",
@@ -76,7 +76,7 @@ def writing_metadata(model, gate_seed: int, decode_seed: int, gate_mode: Optiona
 
 
 def write_articles(model, processor, topics: Sequence[str], images: Sequence[Sequence[Image.Image]], gate_seed: int,
-                   decode_seed: int, gate_mode: Optional[str] = None, **generate_kwargs) -> list[Article]:
+                   decode_seed: int, gate_mode: str | None = None, **generate_kwargs) -> list[Article]:
     """Write every article in one batch: one processor call, one text-tower call, one `generate` call."""
     topics, images = list(topics), [list(article) for article in images]
     inputs = processor(topics, images).to(model.device)

@@ -11,7 +11,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Optional, Sequence
+from typing import Sequence
 
 import yaml
 from trl import TrlParser
@@ -25,16 +25,16 @@ STAGES = ("sft", "dpo")
 class ModelArguments:
     """The model a run starts from and the parts of it that train."""
 
-    model_name_or_path: Optional[str] = field(default=None, metadata={
+    model_name_or_path: str | None = field(default=None, metadata={
         "help": "a saved FlexMUSE model to start from (required for mscDPO)"})
     preset: str = field(default="tiny", metadata={
         "help": f"without model_name_or_path: {' | '.join(PRESET_COMPONENTS)}"})
-    encoder_name_or_path: Optional[str] = field(default=None, metadata={"help": "override the preset's CLIP"})
-    decoder_name_or_path: Optional[str] = field(default=None, metadata={"help": "override the preset's T5"})
+    encoder_name_or_path: str | None = field(default=None, metadata={"help": "override the preset's CLIP"})
+    decoder_name_or_path: str | None = field(default=None, metadata={"help": "override the preset's T5"})
     freeze_encoder: bool = True
-    use_gate: Optional[bool] = None
-    use_fusion: Optional[bool] = None
-    fusion_tokens: Optional[str] = None
+    use_gate: bool | None = None
+    use_fusion: bool | None = None
+    fusion_tokens: str | None = None
     max_topic_length: int = 64
     max_paragraph_length: int = 256
     use_lora: bool = field(default=False, metadata={
@@ -69,7 +69,7 @@ def preset_names() -> list[str]:
     return sorted(entry.name.removesuffix(".yaml") for entry in folder.iterdir() if entry.name.endswith(".yaml"))
 
 
-def parse_stage_args(dataclass_types, stage: str, argv: Optional[Sequence[str]] = None):
+def parse_stage_args(dataclass_types, stage: str, argv: Sequence[str] | None = None):
     """Parse `argv` (default: sys.argv) into `dataclass_types`, reading `--config FILE` for `stage`."""
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")

@@ -4,7 +4,6 @@ name each image and topic by content, and the trainer looks the features up in i
 `FrozenFeatureStore` (feature_store.py)."""
 
 import hashlib
-from typing import Optional
 
 import torch
 
@@ -40,7 +39,7 @@ class FlexMuseCollator:
         self.content_keys = content_keys
         self.gate_seed = gate_seed
 
-    def prompt_inputs(self, rows: list[dict], paragraph_column: Optional[str] = None) -> dict:
+    def prompt_inputs(self, rows: list[dict], paragraph_column: str | None = None) -> dict:
         """Topic and image inputs for rows with a topic and an image, plus `labels` from
         `paragraph_column` when given."""
         paragraphs = None if paragraph_column is None else [[row[paragraph_column]] for row in rows]

@@ -30,7 +30,6 @@ import json
 import os
 import random
 from dataclasses import dataclass
-from typing import Optional
 
 from .corpus_images import draw_image
 from .corpus_text import (COLORS, POSITIONS, SHAPES, SUBJECTS, THEMES, Chunk, attributes_of, caption_text,
@@ -47,10 +46,10 @@ class CorpusArticle:
     paragraphs: list[str]
     attributes: list[dict]  # per image: its true colour, shape and position
     captions: list[str]  # per image: theme and attributes, the CLIP pretraining text
-    topic_colour: Optional[str] = None  # shortcut variant: the colour the topic names (English name)
+    topic_colour: str | None = None  # shortcut variant: the colour the topic names (English name)
 
 
-def make_articles(count: int, seed: int, lang: str, chunks: Optional[int] = None, shortcut: Optional[float] = None):
+def make_articles(count: int, seed: int, lang: str, chunks: int | None = None, shortcut: float | None = None):
     """Yield `count` `CorpusArticle`s, deterministic in `seed`; each has `chunks` images, or 2-4
     drawn at random. `shortcut`: the shortcut variant, whose topics name a colour that each image
     has with probability `shortcut` (0: never); None, the default: the ordinary corpus."""
@@ -83,12 +82,12 @@ def make_articles(count: int, seed: int, lang: str, chunks: Optional[int] = None
                             captions=[caption_text(theme, subject, c, lang) for c in article])
 
 
-def _check_shortcut(shortcut: Optional[float]) -> None:
+def _check_shortcut(shortcut: float | None) -> None:
     if shortcut is not None and not (isinstance(shortcut, (int, float)) and 0.0 <= shortcut <= 1.0):
         raise ValueError(f"shortcut must be between 0 and 1, got {shortcut!r}")
 
 
-def _shortcut_articles(count: int, rng: random.Random, lang: str, chunks: Optional[int], share: float):
+def _shortcut_articles(count: int, rng: random.Random, lang: str, chunks: int | None, share: float):
     """The shortcut variant's articles: the topic names a colour; each image has it with
     probability `share`, else another colour; no two images of an article alike in all three
     attributes (so no two paragraphs are the same)."""
@@ -113,8 +112,8 @@ def _shortcut_articles(count: int, rng: random.Random, lang: str, chunks: Option
                             topic_colour=COLORS[colour][1])
 
 
-def write_split(directory: str, count: int, seed: int, lang: str, chunks: Optional[int] = None,
-                shortcut: Optional[float] = None) -> int:
+def write_split(directory: str, count: int, seed: int, lang: str, chunks: int | None = None,
+                shortcut: float | None = None) -> int:
     """Write one split in the imagefolder layout; return the number of articles. `shortcut`: as
     for `make_articles`; its rows also hold `topic_colour`."""
     os.makedirs(directory, exist_ok=True)
@@ -135,7 +134,7 @@ def write_split(directory: str, count: int, seed: int, lang: str, chunks: Option
 
 
 def make_corpus(out: str, articles: int, seed: int = 0, lang: str = "zh", eval_articles: int = 0,
-                chunks: Optional[int] = None, shortcut: Optional[float] = None) -> dict:
+                chunks: int | None = None, shortcut: float | None = None) -> dict:
     """train (`articles`), validation and test (`eval_articles` each, default articles // 8, at
     least 8) under `out`, each split from its own seed. `shortcut` (e.g. 0.8): the shortcut
     variant: every topic names a colour, which each image has with probability `shortcut` in

@@ -5,7 +5,6 @@ languages; `base_topic` and `topic_colour` read a topic back."""
 
 import re
 from dataclasses import dataclass
-from typing import Optional
 
 # theme: (zh, en, background RGB)
 THEMES = [
@@ -36,8 +35,8 @@ class Chunk:
     position: int
 
 
-def topic_text(theme: int, subject: int, lang: str, named: Optional[Chunk] = None,
-               colour: Optional[int] = None) -> str:
+def topic_text(theme: int, subject: int, lang: str, named: Chunk | None = None,
+               colour: int | None = None) -> str:
     """The article's topic; `named`: the image whose colour and shape the topic names too;
     `colour`: a colour the topic's subject is given ("海边的红色精品酒店", "The red seaside boutique
     hotel"), the shortcut variant's topics (part of the base topic, so paragraphs open with it)."""
@@ -59,7 +58,7 @@ def base_topic(topic: str, lang: str) -> str:
     return topic.split("与")[0] if lang == "zh" else topic.split(" and the ")[0]
 
 
-def topic_colour(topic: str, lang: str) -> Optional[str]:
+def topic_colour(topic: str, lang: str) -> str | None:
     """The colour (English name, as in `attributes`) that a topic's theme and subject name, as the
     shortcut variant's topics do ("海边的红色精品酒店" -> "red"); None where they name none or
     several. The image a topic may name after "与" / " and the " is not counted."""

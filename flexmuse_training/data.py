@@ -12,7 +12,7 @@ import io
 import json
 import logging
 import os
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 from datasets import Dataset, DatasetDict, Features, Image, List, Value, load_dataset
 from PIL import Image as PILImage
@@ -142,7 +142,7 @@ def _read_csv(path: str) -> list[dict]:
     return rows
 
 
-def _build(records: list[dict], base_dir: Optional[str], skip_bad: bool, origin: str) -> Dataset:
+def _build(records: list[dict], base_dir: str | None, skip_bad: bool, origin: str) -> Dataset:
     good, bad = [], 0
     for number, record in enumerate(records):
         try:
@@ -159,7 +159,7 @@ def _build(records: list[dict], base_dir: Optional[str], skip_bad: bool, origin:
     return Dataset.from_list(good, features=ARTICLE_FEATURES)
 
 
-def _validated(record: dict, number: int, base_dir: Optional[str]) -> dict:
+def _validated(record: dict, number: int, base_dir: str | None) -> dict:
     topic = record.get("topic")
     where = f"record {number} ({topic!r})"
     if not isinstance(topic, str) or not topic.strip():
@@ -187,7 +187,7 @@ def _validated(record: dict, number: int, base_dir: Optional[str]) -> dict:
     }
 
 
-def _checked_image(image: Any, where: str, base_dir: Optional[str]) -> Any:
+def _checked_image(image: Any, where: str, base_dir: str | None) -> Any:
     """Return the image in a form `datasets.Image` accepts, after checking that it decodes."""
     if isinstance(image, PILImage.Image):
         return image

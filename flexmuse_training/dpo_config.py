@@ -1,7 +1,6 @@
 """`MscDPOConfig`: TRL's `DPOConfig` plus the settings of mscDPO (paper §3.4)."""
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 from trl import DPOConfig
 
@@ -20,7 +19,7 @@ class MscDPOConfig(FlexMuseTrainerArguments, DPOConfig):
     `precompute_ref_log_probs` and the rest keep their TRL meaning.
     """
 
-    max_rejected: Optional[int] = field(default=None, metadata={
+    max_rejected: int | None = field(default=None, metadata={
         "help": "capped mscDPO: K of a prompt's rejected paragraphs drawn afresh for every training batch (over "
                 "the epochs a prompt meets them all; evaluation scores all). Default: every other paragraph of "
                 "the article in every batch, as the paper"})
@@ -36,8 +35,8 @@ class MscDPOConfig(FlexMuseTrainerArguments, DPOConfig):
                 "prompt (one rejected per prompt)"})
     sample_max_new_tokens: int = field(default=128, metadata={"help": "rejected_source=sample: sample length"})
     # TRL turns checkpointing on by default; the tiny and base writers fit without it
-    gradient_checkpointing: Optional[bool] = None
-    activation_checkpointing: Optional[bool] = field(default=False, metadata={
+    gradient_checkpointing: bool | None = None
+    activation_checkpointing: bool | None = field(default=False, metadata={
         "help": "recompute activations in the backward pass (the tiny and base writers fit without)"})
 
     def __post_init__(self):

@@ -29,7 +29,6 @@ import copy
 import logging
 import os
 import shutil
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -134,8 +133,8 @@ class MscDPOTrainer(FlexMuseTrainerMixin, DPOTrainer):
 
     _tag_names = ["trl", "dpo", "mscdpo", "flexmuse"]
 
-    def __init__(self, model, ref_model=None, args: Optional[MscDPOConfig] = None, train_dataset=None,
-                 eval_dataset=None, processing_class: Optional[FlexMuseProcessor] = None, peft_config=None,
+    def __init__(self, model, ref_model=None, args: MscDPOConfig | None = None, train_dataset=None,
+                 eval_dataset=None, processing_class: FlexMuseProcessor | None = None, peft_config=None,
                  callbacks=None):
         args = args or MscDPOConfig(output_dir="flexmuse-mscdpo")
         if not isinstance(processing_class, FlexMuseProcessor):

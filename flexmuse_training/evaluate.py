@@ -14,7 +14,6 @@ import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Optional
 
 import torch
 from transformers import HfArgumentParser
@@ -37,24 +36,24 @@ class EvaluateArguments:
     data: str = field(default="data/corpus", metadata={"help": "articles: folder, JSONL/CSV, or Hub dataset"})
     split: str = "test"
     out: str = field(default="eval_out", metadata={"help": "folder for results.json, results.md, the chart"})
-    max_articles: Optional[int] = field(default=None, metadata={"help": "score the first N articles only"})
+    max_articles: int | None = field(default=None, metadata={"help": "score the first N articles only"})
     batch_articles: int = field(default=16, metadata={"help": "articles written per generate call"})
     max_new_tokens: int = 256
     num_beams: int = 1
     seed: int = field(default=0, metadata={"help": "seeds the msaGate draws and any sampling"})
     rouge_tokenization: str = field(default="char", metadata={"help": "Chinese ROUGE units: char | jieba"})
     bertscore: bool = True
-    bertscore_model: Optional[str] = field(default=None, metadata={
+    bertscore_model: str | None = field(default=None, metadata={
         "help": "model name or local path; default: bert_score's choice for the language"})
-    bertscore_layers: Optional[int] = field(default=None, metadata={"help": "needed for a model bert_score does not know"})
-    judge_url: Optional[str] = field(default=None, metadata={"help": "OpenAI-compatible base URL (…/v1)"})
+    bertscore_layers: int | None = field(default=None, metadata={"help": "needed for a model bert_score does not know"})
+    judge_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible base URL (…/v1)"})
     judge_model: str = "gpt-4o"
     judge_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "environment variable holding the key"})
     judge_workers: int = 4
     judge_timeout: float = 60.0
     judge_retries: int = 3
-    judge_cache: Optional[str] = field(default=None, metadata={"help": "default: OUT/judge_cache.jsonl"})
-    update_model_card: Optional[str] = field(default=None, metadata={
+    judge_cache: str | None = field(default=None, metadata={"help": "default: OUT/judge_cache.jsonl"})
+    update_model_card: str | None = field(default=None, metadata={
         "help": "model folder whose README.md model-index receives the numbers"})
 
 

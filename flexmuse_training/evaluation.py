@@ -13,7 +13,7 @@ once, here, and reaches every caller.
 import logging
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Callable, Optional, Sequence
+from typing import Callable, Sequence
 
 import torch
 from datasets import Dataset
@@ -80,7 +80,7 @@ class EvaluationResult:
         return "\n".join(lines) + "\n"
 
 
-def comparison_table(results: dict[str, EvaluationResult], columns: Optional[dict[str, list]] = None,
+def comparison_table(results: dict[str, EvaluationResult], columns: dict[str, list] | None = None,
                      name_header: str = "model", metrics_as_rows: bool = False) -> str:
     """Markdown: one row per named result and one column per metric any of them has (`columns` adds
     leading columns: name → one value per result, in order), or with `metrics_as_rows` one row per
@@ -246,10 +246,10 @@ class Evaluator:
         judge: a [`JudgeClient`] for the LLM-judge scores.
     """
 
-    def __init__(self, metrics: Optional[Sequence[str]] = None, extra_metrics: Sequence[str] = (),
+    def __init__(self, metrics: Sequence[str] | None = None, extra_metrics: Sequence[str] = (),
                  max_new_tokens: int = 128, num_beams: int = 1, seed: int = 0, batch_articles: int = 16, rouge_tokenization: str = "char",
-                 bertscore_model: Optional[str] = None, bertscore_layers: Optional[int] = None,
-                 judge: Optional[JudgeClient] = None):
+                 bertscore_model: str | None = None, bertscore_layers: int | None = None,
+                 judge: JudgeClient | None = None):
         metrics = [*(DEFAULT_METRICS if metrics is None else metrics), *extra_metrics]
         unknown = [name for name in metrics if name not in METRICS]
         if unknown:

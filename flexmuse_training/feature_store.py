@@ -11,7 +11,6 @@ import os
 import shutil
 import tempfile
 import weakref
-from typing import Optional
 
 import torch
 
@@ -72,7 +71,7 @@ class FrozenFeatureStore:
     (1 + patches) × projection width × bytes per image (base size in fp32: 198 × 512 × 4 ≈ 0.4 MB).
     """
 
-    def __init__(self, model, directory: Optional[str] = None):
+    def __init__(self, model, directory: str | None = None):
         if model.encoder_trainable:
             raise ValueError("the feature cache needs a frozen encoder (freeze_encoder=True)")
         self.model = model

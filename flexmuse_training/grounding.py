@@ -42,7 +42,7 @@ words, not substrings, and the rules say what a reader accepts:
 
 import re
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Sequence
 
 from .corpus_text import COLORS, POSITIONS, SHAPES, _article, base_topic, topic_colour
 
@@ -162,10 +162,10 @@ class _Mention:
     start: int  # zh: character offsets; en: token indexes
     end: int
     clause: int
-    negation: Optional[int] = None  # the negator whose clause this follows (see `_limit_negations`)
+    negation: int | None = None  # the negator whose clause this follows (see `_limit_negations`)
     simile: bool = False  # inside a simile, read only where the rest names nothing of its kind
     bare: bool = False  # zh: a colour character without 色 (蓝 in 蓝天)
-    shape: Optional[int] = None  # colours: the index of the shape mention the colour is attached to
+    shape: int | None = None  # colours: the index of the shape mention the colour is attached to
     elsewhere: bool = False  # colours: attached to another noun (蓝色的天空), so not the shape's
     negated: bool = False
 
@@ -277,7 +277,7 @@ _ZH_LEXICON |= {w: ("contrast", None) for w in _ZH_CONTRASTS} | {w: ("simile", N
 _ZH_LONGEST = max(map(len, _ZH_LEXICON))
 
 
-def _zh_colour_run(text: str, i: int) -> Optional[tuple]:
+def _zh_colour_run(text: str, i: int) -> tuple | None:
     """The colour word at `i` read from its characters: (end, value, bare) or None. One of the six
     characters, alone or repeated (红, 红红的), is that colour; two different colour characters (蓝绿,
     橙红, 粉红) are a compound, another hue; a hue outside the six (粉, 白, 青) is a colour only with 色."""
@@ -411,7 +411,7 @@ def _en_mentions(text: str) -> list:
     return mentions
 
 
-def _en_word(word: str, before: Optional[str], after: Optional[str], then: Optional[str]) -> tuple:
+def _en_word(word: str, before: str | None, after: str | None, then: str | None) -> tuple:
     """What `word` names, given its neighbours in the clause (`then`: the word after `after`):
     (kind, value), or (None, None)."""
     if word == "round":  # an adjective of many things: a circle only as "a round (yellow) shape" or "is round"
@@ -492,7 +492,7 @@ def _limit_negations(mentions: list) -> None:
         done.add(mention.negation)
 
 
-def _only(values: set) -> Optional[str]:
+def _only(values: set) -> str | None:
     """The one value named, or None (none, several, or one outside the corpus's vocabulary)."""
     return next(iter(values)) if len(values) == 1 and OTHER not in values else None
 

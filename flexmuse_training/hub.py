@@ -4,7 +4,7 @@ remote-code files, the processor, and README.md rendered from `model_card.md`.""
 import json
 import os
 from importlib import resources
-from typing import Optional, Sequence
+from typing import Sequence
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from transformers.dynamic_module_utils import custom_object_save
@@ -31,7 +31,7 @@ def save_pipeline_code(output_dir: str) -> None:
     custom_object_save(FlexMuseWritingPipeline, output_dir)
 
 
-def save_model_repo(model, processor, output_dir: str, card: Optional[dict] = None) -> None:
+def save_model_repo(model, processor, output_dir: str, card: dict | None = None) -> None:
     declare_pipeline(model)
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
@@ -86,7 +86,7 @@ CARD_TAGS = ["flexmuse", "multimodal-creative-writing", "image-to-text", "t5", "
 
 
 def write_model_card(output_dir: str, base_model: list, datasets: list, language: list, settings: dict,
-                     results: Optional[dict] = None, title: str = "FlexMUSE", repo_id: Optional[str] = None,
+                     results: dict | None = None, title: str = "FlexMUSE", repo_id: str | None = None,
                      offline_corpus: bool = False, tags: Sequence[str] = ()) -> str:
     """Render README.md (YAML metadata + text) from the repository's model_card.md template; `tags`
     (a trainer's, e.g. TRL's `trl`, `dpo`) come after FlexMUSE's own."""

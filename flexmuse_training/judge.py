@@ -21,7 +21,7 @@ import re
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Sequence
 
 import requests
 
@@ -86,7 +86,7 @@ PROMPTS = {
     ),
 }
 
-def build_prompt(prediction: str, lang: str = "zh", reference: Optional[str] = None) -> str:
+def build_prompt(prediction: str, lang: str = "zh", reference: str | None = None) -> str:
     """The Fig. 3 prompt for `prediction` in `lang` ("zh" or "en"): reference-aware when `reference` is given."""
     if lang not in ("zh", "en"):
         raise ValueError(f"lang must be 'zh' or 'en', got {lang!r}")
@@ -127,7 +127,7 @@ _LABELLED = re.compile(
 )
 
 
-def parse_scores(reply: str) -> Optional[tuple[int, ...]]:
+def parse_scores(reply: str) -> tuple[int, ...] | None:
     """The five scores (SC, CC, CV, RN, CO) of a judge reply, or None when the reply does not hold exactly
     one valid five.
 
@@ -179,7 +179,7 @@ def parse_scores(reply: str) -> Optional[tuple[int, ...]]:
     return scores if _valid(scores) else None
 
 
-def _score(number: str) -> Optional[int]:
+def _score(number: str) -> int | None:
     """A number as written (step 2 of `parse_scores`) as a score 1..5, or None when it is not a valid one."""
     match = _SCORE.fullmatch(number)
     return int(match.group(1)) if match else None
@@ -234,7 +234,7 @@ class ReplyCache:
     """Valid judge replies by request key, kept in memory and, with a path, as JSON lines appended as they
     arrive (so an interrupted run keeps what it got)."""
 
-    def __init__(self, path: Optional[str] = None):
+    def __init__(self, path: str | None = None):
         self.path = path
         self.scores: dict[str, tuple[int, ...]] = {}
         self._needs_newline = False
@@ -275,7 +275,7 @@ class JudgeClient:
     """
 
     def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", timeout: float = 60,
-                 retries: int = 3, backoff: float = 1.0, max_workers: int = 4, cache_path: Optional[str] = None):
+                 retries: int = 3, backoff: float = 1.0, max_workers: int = 4, cache_path: str | None = None):
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
         key = os.environ.get(api_key_env)
@@ -320,7 +320,7 @@ class JudgeClient:
     def _key(self, prompt: str) -> str:
         return hashlib.sha256(json.dumps([self.url, self.model, prompt]).encode("utf-8")).hexdigest()
 
-    def _ask(self, prompt: str) -> tuple[Optional[tuple[int, ...]], Optional[str], int]:
+    def _ask(self, prompt: str) -> tuple[tuple[int, ...] | None, str | None, int]:
         """Send `prompt` until a reply parses or the retries run out: (scores or None, reply, requests sent).
         Unscored, the reply is the last one that came back and did not parse, None when none came back."""
         body = {"model": self.model, "messages": [{"role": "user", "content": prompt}], "temperature": 0}
@@ -357,7 +357,7 @@ class JudgeClient:
         return None, unread, attempts
 
 
-def _reply_text(response: requests.Response) -> Optional[str]:
+def _reply_text(response: requests.Response) -> str | None:
     try:
         content = response.json()["choices"][0]["message"]["content"]
     except (ValueError, KeyError, IndexError, TypeError):

@@ -4,7 +4,7 @@ Alignment accuracy (paragraphs compared under one image) and swapped-image align
 (images compared for one paragraph), both read from one set of `alignment_matrices`, and CLIP
 similarity between paragraphs and their images."""
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 from datasets import Dataset
@@ -17,7 +17,7 @@ def _article_memory(model, processor, record, generator):
 
 @torch.no_grad()
 def alignment_matrices(model, processor, articles: Dataset, seed: int = 0,
-                       limit: Optional[int] = None) -> list[Optional[torch.Tensor]]:
+                       limit: int | None = None) -> list[torch.Tensor | None]:
     """Per article (the first `limit`), the (n, n) matrix S of reference-paragraph log-probabilities
     with S[i, j] = log p(paragraph_j | T, V_i): the article's memory built once (one row per image,
     the msaGate's draws from one generator seeded by `seed`, so a rerun draws the same), every
@@ -41,7 +41,7 @@ def alignment_matrices(model, processor, articles: Dataset, seed: int = 0,
     return matrices
 
 
-def _pair_accuracy(articles: Dataset, matrices: Sequence[Optional[torch.Tensor]], won, name: str) -> dict:
+def _pair_accuracy(articles: Dataset, matrices: Sequence[torch.Tensor | None], won, name: str) -> dict:
     """`name`: the share of the ordered pairs (i, j ≠ i) with `won(S)[i, j]`; `name_same_colour`: the
     same over the pairs whose two images have one colour, where the articles record attributes."""
     wins = pairs = same_wins = same_pairs = 0
@@ -65,8 +65,8 @@ def _pair_accuracy(articles: Dataset, matrices: Sequence[Optional[torch.Tensor]]
 
 
 @torch.no_grad()
-def alignment_scores(model, processor, articles: Dataset, seed: int = 0, limit: Optional[int] = None,
-                     matrices: Optional[Sequence[Optional[torch.Tensor]]] = None) -> dict:
+def alignment_scores(model, processor, articles: Dataset, seed: int = 0, limit: int | None = None,
+                     matrices: Sequence[torch.Tensor | None] | None = None) -> dict:
     """`alignment_accuracy`: the share of pairs (i, j ≠ i) of an article with
     log p(paragraph_i | T, V_i) > log p(paragraph_j | T, V_i). Where the articles record their
     images' attributes, also `alignment_accuracy_same_colour`: the same over the pairs whose two
@@ -80,8 +80,8 @@ def alignment_scores(model, processor, articles: Dataset, seed: int = 0, limit: 
 
 
 @torch.no_grad()
-def swapped_alignment_scores(model, processor, articles: Dataset, seed: int = 0, limit: Optional[int] = None,
-                             matrices: Optional[Sequence[Optional[torch.Tensor]]] = None) -> dict:
+def swapped_alignment_scores(model, processor, articles: Dataset, seed: int = 0, limit: int | None = None,
+                             matrices: Sequence[torch.Tensor | None] | None = None) -> dict:
     """`swapped_alignment_accuracy`: over the reference articles, the share of ordered pairs (i, j ≠ i)
     of an article with log p(paragraph_i | T, V_i) > log p(paragraph_i | T, V_j): reference paragraph
     i is likelier under its own image than under another image of the same article, the topic the
@@ -97,7 +97,7 @@ def swapped_alignment_scores(model, processor, articles: Dataset, seed: int = 0,
 
 
 @torch.no_grad()
-def clip_similarity(model, processor, articles: Dataset, paragraphs: Optional[Sequence[Sequence[str]]] = None) -> float:
+def clip_similarity(model, processor, articles: Dataset, paragraphs: Sequence[Sequence[str]] | None = None) -> float:
     """Mean cosine similarity, in the model's CLIP space, between each paragraph (the references, or
     `paragraphs`: one list per article) and its image. Each paragraph goes through the processor as
     the topic of its image, so it is truncated to `max_topic_length` CLIP tokens."""

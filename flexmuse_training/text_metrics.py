@@ -4,7 +4,7 @@ ROUGE-1/2/L and BERTScore against the references (paper §5), and of the written
 self-BLEU and topic consistency, all counting the units `text_units` gives."""
 
 import logging
-from typing import Optional, Sequence
+from typing import Sequence
 
 from rouge_score import rouge_scorer, tokenizers
 
@@ -65,8 +65,8 @@ def rouge_scores(predictions: Sequence[str], references: Sequence[str], lang: st
 
 
 def bertscore_f1(predictions: Sequence[str], references: Sequence[str], lang: str = "zh",
-                 model_type: Optional[str] = None, num_layers: Optional[int] = None, batch_size: int = 32,
-                 device: Optional[str] = None) -> float:
+                 model_type: str | None = None, num_layers: int | None = None, batch_size: int = 32,
+                 device: str | None = None) -> float:
     """Mean BERTScore F1 (`bert_score`, no baseline rescaling). Without `model_type` the library
     picks its model for `lang` (bert-base-chinese for zh); a model it does not know, such as a
     local folder, needs `num_layers`."""

@@ -5,7 +5,6 @@ import glob
 import os
 import shutil
 from dataclasses import dataclass, field
-from typing import Optional
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
@@ -43,7 +42,7 @@ class FlexMuseTrainerArguments(OutputDirArguments):
     feature_cache: bool = field(default=True, metadata={
         "help": "frozen encoder: compute each image's and topic's CLIP features once (in the training process, "
                 "on the model's device) and read them back from disk afterwards"})
-    feature_cache_dir: Optional[str] = field(default=None, metadata={
+    feature_cache_dir: str | None = field(default=None, metadata={
         "help": "where the feature store's temporary folder goes (default: the system's temporary folder); "
                 "it needs about (1 + patches) x width x 4 bytes per image, removed when the store is closed or "
                 "garbage-collected (at the latest when the process exits)"})
