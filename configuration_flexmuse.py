@@ -87,6 +87,10 @@ class FlexMuseConfig(PretrainedConfig):
             paper's equations on one pooled vector per modality, exactly.
         fusion_heads (`int`, *optional*, defaults to 1):
             Attention heads of the fusion; must divide the projection dimension.
+        fusion_lambda_bias (`float`, *optional*):
+            A learned bias in Eq. 3's gate, starting at this value (4: lambda ≈ 0.98, the visual tokens
+            pass through until the fusion has learned what to take from the topic). None: the paper's
+            Eq. 3 exactly, lambda = 0.5 at initialisation.
         use_gate, use_fusion (`bool`, *optional*, defaults to `True`):
             Ablation switches (paper Table 2). Without fusion the visual features reach the memory as
             they are.
@@ -114,6 +118,7 @@ class FlexMuseConfig(PretrainedConfig):
         gate_high: float = 1.0,
         fusion_tokens: str = "token",
         fusion_heads: int = 1,
+        fusion_lambda_bias: float | None = None,
         use_gate: bool = True,
         use_fusion: bool = True,
         freeze_encoder: bool = True,
@@ -145,6 +150,7 @@ class FlexMuseConfig(PretrainedConfig):
         self.gate_high = float(gate_high)
         self.fusion_tokens = fusion_tokens
         self.fusion_heads = int(fusion_heads)
+        self.fusion_lambda_bias = None if fusion_lambda_bias is None else float(fusion_lambda_bias)
         self.use_gate = use_gate
         self.use_fusion = use_fusion
         self.freeze_encoder = freeze_encoder

@@ -178,9 +178,14 @@ class CrossModalityFusion(nn.Module):
     Z^A = softmax(QK^T / sqrt(d_K)) V, lambda_t = sigmoid((W^λ · Z^A_t) Z^V_t) (Eq. 3),
     Z^F_t = (1 - lambda_t) ⊙ Z^A_t + lambda_t ⊙ Z^V_t (Eq. 4). With one token per side this is the
     paper's pooled formulation exactly; with token sequences the attention has something to choose.
+
+    With `lambda_bias` (b), Eq. 3 becomes lambda_t = sigmoid((W^λ · Z^A_t) Z^V_t + b), b learned and
+    starting at `lambda_bias`: a large b starts the fusion open, Z^F ≈ Z^V, as gated cross-attention
+    in Flamingo starts closed, instead of replacing half of every visual token with topic-attended
+    text before anything is learned (b absent: the paper's Eq. 3, lambda = 0.5 at initialisation).
     """
 
-    def __init__(self, dim: int, num_heads: int = 1):
+    def __init__(self, dim: int, num_heads: int = 1, lambda_bias: float | None = None):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"fusion_heads={num_heads} must divide the feature dimension {dim}")
@@ -189,6 +194,8 @@ class CrossModalityFusion(nn.Module):
         self.w_k = nn.Parameter(torch.ones(dim))
         self.w_v = nn.Parameter(torch.ones(dim))
         self.w_lambda = nn.Parameter(torch.zeros(dim))
+        self.lambda_bias = lambda_bias
+        self.b_lambda = None if lambda_bias is None else nn.Parameter(torch.tensor(float(lambda_bias)))
 
     def forward(
         self,
@@ -205,7 +212,8 @@ class CrossModalityFusion(nn.Module):
         z_a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # Eq. 2, scale 1/sqrt(d)
         z_a = z_a.transpose(1, 2).reshape(batch, num_queries, dim)  # (B, P, D)
         corr = (z_a * self.w_lambda).sum(-1, keepdim=True)  # (B, P, 1)  W^λ · (Z^A)^T
-        lam = torch.sigmoid(corr * image_tokens)  # (B, P, D)  Eq. 3
+        logits = corr * image_tokens if self.b_lambda is None else corr * image_tokens + self.b_lambda
+        lam = torch.sigmoid(logits)  # (B, P, D)  Eq. 3
         return (1 - lam) * z_a + lam * image_tokens  # Eq. 4
 
 
@@ -321,6 +329,8 @@ class FlexMusePreTrainedModel(PreTrainedModel):
             for weight in (module.w_q, module.w_k, module.w_v):
                 init.ones_(weight)
             init.normal_(module.w_lambda, mean=0.0, std=self.config.initializer_range)
+            if module.b_lambda is not None:
+                init.constant_(module.b_lambda, module.lambda_bias)
         elif type(module).__module__.startswith("open_clip") and isinstance(getattr(module, "attn_mask", None),
                                                                            torch.Tensor):
             # open_clip's causal text mask is a non-persistent buffer: loading must rebuild it
@@ -348,7 +358,8 @@ class FlexMuseForConditionalGeneration(FlexMusePreTrainedModel, GenerationMixin)
         else:
             self.encoder = CLIPFeatureEncoder(config)
         self.gate = MsaGate(config.gate_low, config.gate_high)
-        self.fusion = CrossModalityFusion(config.projection_dim, config.fusion_heads) if config.use_fusion else None
+        self.fusion = (CrossModalityFusion(config.projection_dim, config.fusion_heads, config.fusion_lambda_bias)
+                       if config.use_fusion else None)
         self.memory = FlexMuseMemory(config.projection_dim, config.decoder.d_model)
 
         decoder_config = copy.deepcopy(config.decoder)

@@ -35,6 +35,9 @@ class ModelArguments:
     use_gate: bool | None = None
     use_fusion: bool | None = None
     fusion_tokens: str | None = None
+    fusion_lambda_bias: str | None = field(default=None, metadata={
+        "help": "a new model's fusion gate bias (FlexMuseConfig.fusion_lambda_bias): a number, or 'none' for the "
+                "paper's Eq. 3 exactly; default: the preset's"})
     max_topic_length: int = 64
     max_paragraph_length: int = 256
     use_lora: bool = field(default=False, metadata={

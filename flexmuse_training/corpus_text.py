@@ -1,8 +1,9 @@
 """The offline corpus's words: its vocabulary and the templates of its topics, paragraphs and captions.
 
 Every attribute is named by its English name (`attributes_of`, `ATTRIBUTE_VALUES`) in both
-languages; `base_topic` and `topic_colour` read a topic back."""
+languages; `base_topic`, `topic_colour` and `topic_attributes` read a topic back."""
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -66,6 +67,25 @@ def topic_colour(topic: str, lang: str) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
+def topic_attributes(topic: str, lang: str) -> dict:
+    """The attributes (English names, as in `attributes`) a topic names: the colour and shape of the
+    image it names after "与" / " and the " ("…与红色圆形" -> red, circle), else the colour of its
+    theme and subject (`topic_colour`); {} where it names none."""
+    named = _named_images(lang).get(topic[len(base_topic(topic, lang)):])
+    if named is not None:
+        return dict(named)
+    colour = topic_colour(topic, lang)
+    return {} if colour is None else {"color": colour}
+
+
+@functools.cache
+def _named_images(lang: str) -> dict:
+    """What `topic_text` appends for each image it can name ("与红色圆形") -> that image's colour and shape."""
+    plain = topic_text(0, 0, lang)
+    return {topic_text(0, 0, lang, named=Chunk(c, s, 0))[len(plain):]: {"color": COLORS[c][1], "shape": SHAPES[s][1]}
+            for c in range(len(COLORS)) for s in range(len(SHAPES))}
+
+
 def _colours_in(text: str, lang: str) -> set:
     words = _vocabulary(lang)["color"]
     if lang == "zh":
@@ -118,4 +138,4 @@ def _vocabulary(lang: str) -> dict:
 
 
 __all__ = ["ATTRIBUTE_VALUES", "attributes_of", "base_topic", "caption_text", "describe", "paragraph_text",
-           "topic_colour", "topic_text"]
+           "topic_attributes", "topic_colour", "topic_text"]

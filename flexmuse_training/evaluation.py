@@ -37,7 +37,7 @@ METRIC_LABELS = {
     "swapped_alignment_accuracy_same_colour": "swapped-image alignment accuracy, same-colour pairs",
     "grounding_color": "colour correct", "grounding_shape": "shape correct", "grounding_position": "position correct",
     "grounding_all": "all three correct", "grounding_unparseable": "unparseable", "topic_reproduced": "topic reproduced",
-    "grounding_topic_colour_copied": "topic's colour copied",
+    "grounding_topic_copied": "topic's colour/shape copied", "grounding_sibling_confused": "sibling image described",
     "topic_consistency": "topic consistency", "distinct_2": "distinct-2", "self_bleu": "self-BLEU",
     "gate_masked": "msaGate: topics masked", "gate_similarity_mean": "msaGate: mean σ",
     "clip_similarity": "CLIP paragraph-image similarity",
@@ -182,13 +182,15 @@ def _topic(s: _Scoring) -> dict:
 
 
 def _grounding(s: _Scoring) -> dict:
-    """Left out for articles that do not record their images' attributes (only the offline corpus does)."""
+    """`grounding_scores` over the written paragraphs, with their articles (for sibling confusion).
+    Left out for articles that do not record their images' attributes (only the offline corpus does)."""
     if not all(s.articles["attributes"]):
         s.info.setdefault("skipped", {})["grounding"] = "the articles do not record their images' attributes"
         return {}
     topics = [a.topic for a in s.written for _ in a.sections]
     truth = [attributes for record in s.articles["attributes"] for attributes in record]
-    return grounding_scores(s.predictions, topics, truth, s.lang)
+    article_ids = [number for number, article in enumerate(s.written) for _ in article.sections]
+    return grounding_scores(s.predictions, topics, truth, s.lang, article_ids=article_ids)
 
 
 def _gate(s: _Scoring) -> dict:

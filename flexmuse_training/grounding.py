@@ -44,9 +44,10 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
-from .corpus_text import COLORS, POSITIONS, SHAPES, _article, base_topic, topic_colour
+from .corpus_text import COLORS, POSITIONS, SHAPES, _article, base_topic, topic_attributes, topic_colour
 
 OTHER = "other"  # a word of the attribute's kind naming none of the corpus's values (pink, rectangle)
+_ATTRIBUTES = ("color", "shape", "position")
 
 # the corpus's own words, by English name: read as themselves in whatever form the lexicons add
 _ZH_COLOUR_CHARS = {c[0].removesuffix("色"): c[1] for c in COLORS} | {"橘": "orange"}
@@ -187,26 +188,40 @@ def parse_paragraph(text: str, topic: str, lang: str) -> dict:
 
 
 def grounding_scores(predictions: Sequence[str], topics: Sequence[str], attributes: Sequence[dict],
-                     lang: str) -> dict:
+                     lang: str, article_ids: Sequence | None = None) -> dict:
     """How often a written paragraph names what its image shows: each paragraph (with its article's
     topic and its image's true attributes) parsed back by `parse_paragraph`. Per attribute
     the share correct, the share with all three correct, the share unparseable (an attribute named
-    not once, counted wrong everywhere) and the share opening with the topic. Where topics name a
-    colour their images lack (the shortcut corpus's test split), also the share of those paragraphs
-    that name the topic's colour instead of the image's (`grounding_topic_colour_copied`): a writer
-    reading the topic, not the image."""
+    not once, counted wrong everywhere) and the share opening with the topic.
+
+    `grounding_topic_copied`, where topics name an attribute some images lack (the colour and shape
+    of the image a topic names, or the shortcut corpus's colour, `corpus_text.topic_attributes`): of
+    the paragraphs whose image lacks at least one attribute its topic names, the share that name the
+    topic's value of such an attribute instead of their image's: a writer reading the topic, not the
+    image.
+
+    `grounding_sibling_confused`, given `article_ids` (the article of each paragraph): of the
+    paragraphs whose article holds at least one other image differing from their own in some
+    attribute (a sibling), the share that describe a sibling rather than their own image: they agree
+    with some sibling on strictly more of the attributes they name (colour, shape, position) than
+    with their own image. A value the sibling shares with the own image counts for both, so naming
+    the colour of a same-colour pair is no confusion; a tie is none either."""
     if not len(predictions) == len(topics) == len(attributes) or not predictions:
         raise ValueError(f"need one topic and one attribute set per prediction, got {len(predictions)} predictions, "
                          f"{len(topics)} topics and {len(attributes)} attribute sets")
-    counts = {key: 0 for key in ("color", "shape", "position", "all", "unparseable", "topic")}
-    copied, tempted = 0, 0  # paragraphs naming the topic's colour / whose image lacks the colour the topic names
+    if article_ids is not None and len(article_ids) != len(predictions):
+        raise ValueError(f"need one article id per prediction, got {len(article_ids)} for {len(predictions)}")
+    counts = {key: 0 for key in (*_ATTRIBUTES, "all", "unparseable", "topic")}
+    copied, tempted = 0, 0  # paragraphs naming a topic's value / whose image lacks a value the topic names
+    parsed_all = []
     for text, topic, truth in zip(predictions, topics, attributes):
         parsed = parse_paragraph(text, topic, lang)
-        named = topic_colour(topic, lang)
-        if named is not None and named != truth["color"]:
+        parsed_all.append(parsed)
+        lacked = {key: value for key, value in topic_attributes(topic, lang).items() if value != truth[key]}
+        if lacked:
             tempted += 1
-            copied += parsed["color"] == named
-        correct = {key: parsed[key] == truth[key] for key in ("color", "shape", "position")}
+            copied += any(parsed[key] == value for key, value in lacked.items())
+        correct = {key: parsed[key] == truth[key] for key in _ATTRIBUTES}
         for key, right in correct.items():
             counts[key] += right
         counts["all"] += all(correct.values())
@@ -216,8 +231,31 @@ def grounding_scores(predictions: Sequence[str], topics: Sequence[str], attribut
     scores = {("topic_reproduced" if key == "topic" else f"grounding_{key}"): value / total
               for key, value in counts.items()}
     if tempted:
-        scores["grounding_topic_colour_copied"] = copied / tempted
+        scores["grounding_topic_copied"] = copied / tempted
+    if article_ids is not None:
+        confused, comparable = _sibling_confusion(parsed_all, attributes, article_ids)
+        if comparable:
+            scores["grounding_sibling_confused"] = confused / comparable
     return scores
+
+
+def _sibling_confusion(parsed: list, attributes: Sequence[dict], article_ids: Sequence) -> tuple[int, int]:
+    """(paragraphs describing a sibling rather than their own image, paragraphs with a sibling), as
+    `grounding_scores` defines them."""
+    images = {}
+    for article, truth in zip(article_ids, attributes):
+        images.setdefault(article, []).append(tuple(truth[key] for key in _ATTRIBUTES))
+    confused, comparable = 0, 0
+    for reading, article, truth in zip(parsed, article_ids, attributes):
+        own = tuple(truth[key] for key in _ATTRIBUTES)
+        siblings = [image for image in images[article] if image != own]
+        if not siblings:
+            continue
+        comparable += 1
+        named = [(k, reading[key]) for k, key in enumerate(_ATTRIBUTES) if reading[key] is not None]
+        mine = sum(own[k] == value for k, value in named)
+        confused += any(sum(image[k] == value for k, value in named) > mine for image in siblings)
+    return confused, comparable
 
 
 # ---------------------------------------------------------------- the topic's words, blanked out

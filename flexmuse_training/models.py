@@ -18,6 +18,11 @@ def check_model_args(args: ModelArguments) -> None:
     """Refuse an unknown preset or a model path that names nothing, before any data is read."""
     if not args.model_name_or_path and args.preset not in PRESET_COMPONENTS:
         raise ValueError(f"--preset {args.preset!r}: unknown; choose one of {', '.join(PRESET_COMPONENTS)}")
+    if args.fusion_lambda_bias is not None:
+        if args.model_name_or_path:
+            raise ValueError("--fusion_lambda_bias shapes a new model's fusion; a saved model (--model_name_or_path) "
+                             "keeps its own")
+        _lambda_bias(args.fusion_lambda_bias)
     for option in ("model_name_or_path", "encoder_name_or_path", "decoder_name_or_path"):
         check_model_option(option, getattr(args, option))
 
@@ -27,6 +32,8 @@ def load_model_and_processor(args: ModelArguments):
     weights (or with the CLIP of `encoder_name_or_path`), `base` / `base-en` from their pretrained
     CLIP and T5 (or the `*_name_or_path` overrides)."""
     overrides = {k: getattr(args, k) for k in ABLATION_SWITCHES if getattr(args, k) is not None}
+    if args.fusion_lambda_bias is not None:
+        overrides["fusion_lambda_bias"] = _lambda_bias(args.fusion_lambda_bias)
     if args.model_name_or_path:
         model = FlexMuseForConditionalGeneration.from_pretrained(args.model_name_or_path, **overrides)
         processor = FlexMuseProcessor.from_pretrained(args.model_name_or_path)
@@ -51,6 +58,15 @@ def load_model_and_processor(args: ModelArguments):
     model.set_encoder_trainable(not args.freeze_encoder)
     processor.max_topic_length, processor.max_paragraph_length = args.max_topic_length, args.max_paragraph_length
     return model, processor
+
+
+def _lambda_bias(value: str) -> float | None:
+    if value.strip().lower() == "none":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"--fusion_lambda_bias {value!r}: a number, or 'none' for the paper's Eq. 3") from None
 
 
 def base_model_ids(args: ModelArguments) -> list:

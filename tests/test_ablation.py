@@ -29,6 +29,7 @@ def test_the_quick_setting_runs_every_row_and_the_shortcut_experiment(tmp_path):
     report = (tmp_path / "ABLATION.md").read_text()
     header = next(line for line in report.splitlines() if line.startswith("| metric |"))
     assert header == "| metric | " + " | ".join(ablation.ROWS) + " |"
-    assert "## Paired difference from SFT" in report and "topic's colour copied" in report
+    assert "## Paired difference from SFT" in report and "topic's colour/shape copied" in report
+    assert "sibling image described" in report
     assert report.count("| metric | SFT | +msaGate | FlexMUSE |") == 1  # the shortcut experiment's rows
     assert (tmp_path / "ablation.png").stat().st_size > 10_000

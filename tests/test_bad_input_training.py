@@ -172,6 +172,7 @@ def test_overwrite_starts_over_and_resume_continues(corpus, tmp_path, capsys):
                  "--model_name_or_path 'out-missing/sft': no such folder, nor a Hub model in the cache (offline)",
                  marks=pytest.mark.skipif(not is_offline_mode(), reason="online, a Hub id is looked up later")),
     ("sft", ["--preset", "huge"], "--preset 'huge': unknown; choose one of tiny, base, base-en"),
+    ("sft", ["--fusion_lambda_bias", "open"], "--fusion_lambda_bias 'open': a number, or 'none' for the paper's Eq. 3"),
     ("sft", ["--max_steps", "-2"], "--max_steps must be a positive number of steps (or -1: train "
                                    "--num_train_epochs), got -2"),
     ("pretrain_clip", ["--max_steps", "0"], "--max_steps must be a positive number of steps (or -1: train "

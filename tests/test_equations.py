@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from modeling_flexmuse import CrossModalityFusion, MsaGate
+from configuration_flexmuse import FlexMuseConfig
+from modeling_flexmuse import CrossModalityFusion, FlexMuseForConditionalGeneration, MsaGate
 
 
 def sigmoid(x):
@@ -98,6 +99,28 @@ def test_eq2_4_pooled_by_hand():
     assert z_f == pytest.approx([1.0912127, 1.8102964], abs=1e-6)
     got = fusion(torch.tensor([[z_v]]), torch.tensor([[z_t]]))
     assert got[0, 0].tolist() == pytest.approx(z_f, abs=1e-6)
+
+
+def test_eq3_with_a_bias_by_hand_and_open_at_initialisation():
+    z_v, z_t = [1.0, 2.0], [3.0, -1.0]
+    fusion = CrossModalityFusion(2, lambda_bias=1.5)
+    with torch.no_grad():
+        for name, value in zip(("w_q", "w_k", "w_v", "w_lambda"), ([0.5, -1.0], [2.0, 1.0], [0.5, 2.0], [1.0, 0.0])):
+            getattr(fusion, name).copy_(torch.tensor(value))
+    z_a, corr = [1.5, -2.0], 1.5  # as in the pooled example above
+    lam = [sigmoid(corr * z_v[i] + 1.5) for i in range(2)]  # Eq. 3 plus b
+    z_f = [(1 - lam[i]) * z_a[i] + lam[i] * z_v[i] for i in range(2)]
+    assert fusion(torch.tensor([[z_v]]), torch.tensor([[z_t]]))[0, 0].tolist() == pytest.approx(z_f, abs=1e-6)
+    assert fusion.b_lambda.requires_grad  # learned
+
+    # initialised in a model: the paper's form mixes half the topic in, b = 4 lets the image through
+    torch.manual_seed(0)
+    z_v, z_t = torch.randn(2, 5, 32), torch.randn(2, 3, 32)
+    changed = {}
+    for bias in (None, 4.0):
+        model = FlexMuseForConditionalGeneration(FlexMuseConfig.tiny(fusion_lambda_bias=bias))
+        changed[bias] = ((model.fusion(z_v, z_t) - z_v).norm() / z_v.norm()).item()
+    assert changed[4.0] < 0.05 < 0.3 < changed[None]
 
 
 def test_eq2_token_level_attention_by_hand():

@@ -291,10 +291,36 @@ def test_grounding_counts_a_colour_copied_from_the_topic_only_where_the_image_la
     copied = [p.replace(f" {t['color']} ", f" {a.topic_colour} ", 1)
               for a in articles for p, t in zip(a.paragraphs, a.attributes)]
     assert all(a.topic_colour and all(t["color"] != a.topic_colour for t in a.attributes) for a in articles)
-    assert grounding_scores(faithful, topics, truths, "en")["grounding_topic_colour_copied"] == 0
+    assert grounding_scores(faithful, topics, truths, "en")["grounding_topic_copied"] == 0
     scores = grounding_scores(copied, topics, truths, "en")
-    assert scores["grounding_topic_colour_copied"] == 1 and scores["grounding_color"] == 0
-    plain = list(make_articles(3, seed=2, lang="en"))  # the ordinary corpus: topics name no colour
-    assert "grounding_topic_colour_copied" not in grounding_scores(
+    assert scores["grounding_topic_copied"] == 1 and scores["grounding_color"] == 0
+    plain = [a for a in make_articles(12, seed=2, lang="en") if " and the " not in a.topic]  # topics name nothing
+    assert plain and "grounding_topic_copied" not in grounding_scores(
         [p for a in plain for p in a.paragraphs], [a.topic for a in plain for _ in a.paragraphs],
         [t for a in plain for t in a.attributes], "en")
+
+
+def test_an_evaluator_run_reports_sibling_confusion_per_article(tmp_path, monkeypatch):
+    from article_flexmuse import Article, Section
+
+    make_corpus(str(tmp_path), articles=2, seed=0, eval_articles=6)
+    articles = load_articles(str(tmp_path), "test")
+
+    def write(shift):  # each image given the reference paragraph `shift` places on in its article
+        return lambda self, model, processor, records: [
+            Article(topic, [Section(image, paragraphs[(k + shift) % len(paragraphs)]) for k, image in enumerate(images)])
+            for topic, images, paragraphs in zip(records["topic"], records["images"], records["paragraphs"])]
+
+    seen = []
+    monkeypatch.setattr(evaluation, "grounding_scores",
+                        lambda *args, **kwargs: seen.append(kwargs["article_ids"]) or grounding_scores(*args, **kwargs))
+    model, processor = make_model(), FlexMuseProcessor.tiny()
+    monkeypatch.setattr(Evaluator, "write", write(0))
+    faithful = Evaluator(metrics=["grounding"])(model, processor, articles)
+    monkeypatch.setattr(Evaluator, "write", write(1))
+    swapped = Evaluator(metrics=["grounding"])(model, processor, articles)
+    assert seen[0] == [n for n, paragraphs in enumerate(articles["paragraphs"]) for _ in paragraphs]
+    assert faithful.metrics["grounding_sibling_confused"] == 0 and swapped.metrics["grounding_sibling_confused"] == 1
+    assert "| sibling image described | 1.0000 |" in swapped.to_markdown("x")
+    # topics that name one of their images: its paragraph, given to a sibling, copies the topic
+    assert faithful.metrics["grounding_topic_copied"] == 0 < swapped.metrics["grounding_topic_copied"]

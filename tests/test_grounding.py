@@ -4,7 +4,7 @@ into colour, shape and position as a reader would read it, and the grounding met
 import pytest
 
 from flexmuse_training.corpus_text import (COLORS, POSITIONS, SHAPES, SUBJECTS, THEMES, Chunk, attributes_of,
-                                           paragraph_text, topic_text)
+                                           paragraph_text, topic_attributes, topic_text)
 from flexmuse_training.grounding import grounding_scores, parse_paragraph
 
 ZH, EN = "海边的精品酒店", "The seaside boutique hotel"
@@ -144,7 +144,8 @@ def test_grounding_scores_count_what_the_parser_reads():
     truths = [truth, truth, truth, {"color": "blue", "shape": "square", "position": "right"}]
     assert grounding_scores(predictions, [ZH_NAMED] * 4, truths, "zh") == {
         "grounding_color": 2 / 4, "grounding_shape": 2 / 4, "grounding_position": 3 / 4, "grounding_all": 1 / 4,
-        "grounding_unparseable": 3 / 4, "topic_reproduced": 3 / 4}
+        "grounding_unparseable": 3 / 4, "topic_reproduced": 3 / 4,
+        "grounding_topic_copied": 0.0}  # the last image lacks the topic's red circle and names neither
 
     topic = "The red seaside boutique hotel"  # the shortcut corpus: the topic names a colour no image has
     blue = {"color": "blue", "shape": "circle", "position": "left"}
@@ -155,4 +156,98 @@ def test_grounding_scores_count_what_the_parser_reads():
     ]
     assert grounding_scores(english, [topic] * 3, [blue] * 3, "en") == {
         "grounding_color": 1 / 3, "grounding_shape": 1.0, "grounding_position": 1.0, "grounding_all": 1 / 3,
-        "grounding_unparseable": 1 / 3, "topic_reproduced": 1.0, "grounding_topic_colour_copied": 1 / 3}
+        "grounding_unparseable": 1 / 3, "topic_reproduced": 1.0, "grounding_topic_copied": 1 / 3}
+
+
+def _image(colour, shape, position):
+    return {"color": colour, "shape": shape, "position": position}
+
+
+RED_CIRCLE_LEFT, BLUE_SQUARE_RIGHT = _image("red", "circle", "left"), _image("blue", "square", "right")
+RED_TRIANGLE_RIGHT = _image("red", "triangle", "right")  # a same-colour sibling of RED_CIRCLE_LEFT
+
+# (own image, its sibling, the paragraph written for the own image, whether it describes the sibling)
+SIBLING_CASES = [
+    (RED_CIRCLE_LEFT, BLUE_SQUARE_RIGHT, "海边的精品酒店，画面右侧有一个蓝色的方形。", True),  # the sibling exactly
+    (RED_CIRCLE_LEFT, BLUE_SQUARE_RIGHT, "海边的精品酒店，画面左侧有一个红色的圆形。", False),  # its own image
+    (RED_CIRCLE_LEFT, BLUE_SQUARE_RIGHT, "海边的精品酒店，画面左侧有一个蓝色的方形。", True),  # 2 of 3 the sibling's
+    (RED_CIRCLE_LEFT, BLUE_SQUARE_RIGHT, "海边的精品酒店，画面右侧有一个红色的圆形。", False),  # 2 of 3 its own
+    (RED_CIRCLE_LEFT, BLUE_SQUARE_RIGHT, "海边的精品酒店，画面里有一个蓝色的图形。", True),  # all it names: the sibling's
+    (RED_CIRCLE_LEFT, BLUE_SQUARE_RIGHT, "海边的精品酒店，画面左侧有一个方形。", False),  # one each: a tie
+    (RED_CIRCLE_LEFT, BLUE_SQUARE_RIGHT, "海边的精品酒店，画面中央有一个黄色的三角形。", False),  # neither image
+    (RED_CIRCLE_LEFT, BLUE_SQUARE_RIGHT, "海边的精品酒店，画面很安静。", False),  # names nothing
+    # a same-colour pair: the shared colour alone is no confusion, the sibling's shape or position is
+    (RED_CIRCLE_LEFT, RED_TRIANGLE_RIGHT, "海边的精品酒店，画面中央有一个红色的方形。", False),
+    (RED_CIRCLE_LEFT, RED_TRIANGLE_RIGHT, "海边的精品酒店，画面里有一个红色的图形。", False),
+    (RED_CIRCLE_LEFT, RED_TRIANGLE_RIGHT, "海边的精品酒店，画面中央有一个红色的三角形。", True),
+    (RED_CIRCLE_LEFT, RED_TRIANGLE_RIGHT, "海边的精品酒店，画面右侧有一个红色的三角形。", True),
+    (RED_CIRCLE_LEFT, RED_TRIANGLE_RIGHT, "海边的精品酒店，画面右侧有一个红色的圆形。", False),
+    (BLUE_SQUARE_RIGHT, RED_CIRCLE_LEFT, "At the seaside boutique hotel, a red circle sits on the left.", True),
+    (BLUE_SQUARE_RIGHT, RED_CIRCLE_LEFT, "At the seaside boutique hotel, a blue square sits on the right.", False),
+]
+
+
+@pytest.mark.parametrize("own,sibling,text,confused", SIBLING_CASES, ids=[str(n) for n in range(len(SIBLING_CASES))])
+def test_a_paragraph_describing_its_sibling_is_sibling_confused(own, sibling, text, confused):
+    lang = "zh" if text.startswith("海边") else "en"
+    faithful = paragraph_text(ZH if lang == "zh" else EN, _chunk(sibling), lang)  # the sibling's own paragraph
+    scores = grounding_scores([text, faithful], [ZH if lang == "zh" else EN] * 2, [own, sibling], lang,
+                              article_ids=[0, 0])
+    assert scores["grounding_sibling_confused"] == (1 if confused else 0) / 2
+
+
+def _chunk(image):
+    index = {key: [v[1] for v in values] for key, values in (("color", COLORS), ("shape", SHAPES),
+                                                               ("position", POSITIONS))}
+    return Chunk(*(index[key].index(image[key]) for key in ("color", "shape", "position")))
+
+
+def test_sibling_confusion_counts_only_paragraphs_with_a_sibling_in_their_own_article():
+    green_bar = _image("green", "bar", "centre")
+    texts = ["海边的精品酒店，画面右侧有一个蓝色的方形。",  # article 0: image 0 described as its sibling
+             "海边的精品酒店，画面右侧有一个蓝色的方形。",  # article 0: its own image
+             "海边的精品酒店，画面右侧有一个蓝色的方形。",  # article 1, one image: no sibling, not counted
+             "海边的精品酒店，画面右侧有一个红色的三角形。",  # article 2: the same-colour sibling's shape and side
+             "海边的精品酒店，画面右侧有一个红色的三角形。"]  # article 2: its own image
+    truths = [RED_CIRCLE_LEFT, BLUE_SQUARE_RIGHT, green_bar, RED_CIRCLE_LEFT, RED_TRIANGLE_RIGHT]
+    scores = grounding_scores(texts, [ZH] * 5, truths, "zh", article_ids=["a", "a", "b", "c", "c"])
+    assert scores["grounding_sibling_confused"] == 2 / 4
+    # every paragraph in one article: paragraph 2 would describe image 1, a sibling then
+    assert grounding_scores(texts, [ZH] * 5, truths, "zh", article_ids=[0] * 5)["grounding_sibling_confused"] == 3 / 5
+    # no article with two differing images (or no articles given): not reported
+    assert "grounding_sibling_confused" not in grounding_scores(texts[2:3], [ZH], truths[2:3], "zh", article_ids=[0])
+    assert "grounding_sibling_confused" not in grounding_scores(texts, [ZH] * 5, truths, "zh")
+    with pytest.raises(ValueError, match="one article id per prediction"):
+        grounding_scores(texts, [ZH] * 5, truths, "zh", article_ids=[0])
+
+
+def test_corpus_articles_with_their_paragraphs_rotated_are_all_sibling_confused():
+    from flexmuse_training.corpus import make_articles
+
+    articles = list(make_articles(20, seed=3, lang="en"))  # same-colour pairs among them
+    ids = [n for n, a in enumerate(articles) for _ in a.paragraphs]
+    topics = [a.topic for a in articles for _ in a.paragraphs]
+    truths = [t for a in articles for t in a.attributes]
+    faithful = [p for a in articles for p in a.paragraphs]
+    rotated = [p for a in articles for p in a.paragraphs[1:] + a.paragraphs[:1]]
+    assert any(len({t["color"] for t in a.attributes}) < len(a.attributes) for a in articles)
+    assert grounding_scores(faithful, topics, truths, "en", article_ids=ids)["grounding_sibling_confused"] == 0
+    assert grounding_scores(rotated, topics, truths, "en", article_ids=ids)["grounding_sibling_confused"] == 1
+
+
+def test_topic_copied_counts_a_named_attribute_the_image_lacks():
+    assert topic_attributes(ZH_NAMED, "zh") == topic_attributes(EN_NAMED, "en") == {"color": "red", "shape": "circle"}
+    assert topic_attributes("海边的红色精品酒店", "zh") == topic_attributes("The red seaside boutique hotel", "en") == {
+        "color": "red"}
+    assert topic_attributes(ZH, "zh") == topic_attributes(EN, "en") == {}
+    texts = ["海边的精品酒店，画面左侧有一个红色的圆形。",  # the named image itself: nothing to copy
+             "海边的精品酒店，画面右侧有一个红色的圆形。",  # red square: the topic's circle instead of its square
+             "海边的精品酒店，画面中央有一个蓝色的三角形。",  # blue triangle, faithful
+             "海边的精品酒店，画面左侧有一个红色的横条。",  # green bar: the topic's red instead of its green
+             "海边的精品酒店，画面右侧有一个紫色的方形。"]  # yellow square: wrong, but not the topic's
+    truths = [RED_CIRCLE_LEFT, _image("red", "square", "right"), _image("blue", "triangle", "centre"),
+              _image("green", "bar", "left"), _image("yellow", "square", "right")]
+    scores = grounding_scores(texts, [ZH_NAMED] * 5, truths, "zh")
+    assert scores["grounding_topic_copied"] == 2 / 4
+    assert "grounding_topic_copied" not in grounding_scores(texts[:1], [ZH_NAMED], truths[:1], "zh")
+    assert "grounding_topic_copied" not in grounding_scores(texts, [ZH] * 5, truths, "zh")

@@ -321,3 +321,12 @@ def test_sft_evaluation_loss_is_the_same_at_every_evaluation_of_the_same_weights
     reseeded = FlexMuseSFTTrainer(model, args=FlexMuseSFTConfig(**{**args.to_dict(), "gate_seed": 1}),
                                   eval_dataset=evaluation, processing_class=FlexMuseProcessor.tiny())
     assert reseeded.evaluate()["eval_loss"] != pytest.approx(losses[0], abs=1e-6)  # the seed decides u
+
+
+@pytest.mark.parametrize("value, expected", [("4", 4.0), ("none", None)])
+def test_the_fusion_start_is_chosen_on_the_command_line(small_corpus, tmp_path, value, expected):
+    sft.main(_args(small_corpus, tmp_path / "out", *_short(1, "--fusion_lambda_bias", value)))
+    config = FlexMuseConfig.from_pretrained(tmp_path / "out")
+    assert config.fusion_lambda_bias == expected
+    model = FlexMuseForConditionalGeneration.from_pretrained(tmp_path / "out")
+    assert (model.fusion.b_lambda is None) == (expected is None)

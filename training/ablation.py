@@ -44,7 +44,7 @@ ROWS = {"SFT": ("plain", None), "+DPO": ("plain", "DPO"), "+mscDPO": ("plain", "
         "+msaGate+fusion": ("full", None), "FlexMUSE": ("full", "mscDPO")}
 SHORTCUT_ROWS = ("SFT", "+msaGate", "FlexMUSE")
 # the metrics of the paired-difference table and the chart (those the evaluator reports)
-KEY_METRICS = ("rougeL", "grounding_all", "grounding_color", "grounding_topic_colour_copied",
+KEY_METRICS = ("rougeL", "grounding_all", "grounding_color", "grounding_topic_copied", "grounding_sibling_confused",
                "swapped_alignment_accuracy", "alignment_accuracy", "distinct_2", "self_bleu", "topic_consistency")
 # two-sided 95% Student t quantiles by degrees of freedom (scipy is not a dependency for 9 numbers)
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
