@@ -1,34 +1,43 @@
 """The fusion (paper Eq. 2-4) against none, in its two forms (token, pooled) and two starts (the
 paper's lambda = 0.5, and a learned gate bias b starting open): SFT of the tiny preset on the
 corpus-pretrained CLIP (frozen), several seeds, scored by the one evaluator on the test split;
-each variant's paired difference from no fusion (same seed) with a 95% t-interval.
+each variant's paired difference from no fusion over the same memory (same seed) with a 95%
+t-interval.
 
     python bench/bench_fusion.py --data data/corpus --clip out/clip --steps 600 --seeds 0 1 2
 """
 
 import argparse
 import os
+import runpy
 import statistics
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "training"))
+from common import append_results
 
-import ablation  # noqa: E402  (training/ablation.py: its t-interval and its CONFIG)
-import sft  # noqa: E402
-from common import append_results  # noqa: E402
+from flexmuse_training.args import config_path
+from flexmuse_training.data import load_articles
+from flexmuse_training.evaluation import Evaluator
 
-from flexmuse_training.data import load_articles  # noqa: E402
-from flexmuse_training.evaluation import Evaluator  # noqa: E402
+# the script users run, as they run it (it imports only the installed package)
+SFT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "training", "sft.py")
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}  # as ablation.py
 
+# `fusion_tokens` also decides what the memory holds (the patch tokens, or one pooled vector per
+# modality), so each fusion is compared with no fusion over the same memory.
 VARIANTS = {
-    "no fusion": ["--use_fusion", "false"],
+    "no fusion (token memory)": ["--use_fusion", "false", "--fusion_tokens", "token"],
+    "no fusion (pooled memory)": ["--use_fusion", "false", "--fusion_tokens", "pooled"],
     "token, paper (λ₀ = 0.5)": ["--fusion_tokens", "token", "--fusion_lambda_bias", "none"],
     "pooled, paper (λ₀ = 0.5)": ["--fusion_tokens", "pooled", "--fusion_lambda_bias", "none"],
     "token, b₀ = 4 (λ₀ ≈ 0.98)": ["--fusion_tokens", "token", "--fusion_lambda_bias", "4"],
     "pooled, b₀ = 4 (λ₀ ≈ 0.98)": ["--fusion_tokens", "pooled", "--fusion_lambda_bias", "4"],
 }
+
+
+def baseline(name: str) -> str:
+    return "no fusion (pooled memory)" if name.startswith("pooled") else "no fusion (token memory)"
 METRICS = ("grounding_all", "grounding_color", "grounding_shape", "grounding_position", "alignment_accuracy",
            "rougeL")
 
@@ -50,7 +59,7 @@ def main():
         for seed in args.seeds:  # interleaved: every variant of a seed before the next seed
             for name, flags in VARIANTS.items():
                 folder = os.path.join(out, f"{seed}-{len(scores)}")
-                sft.main(["--config", ablation.CONFIG, "--dataset", args.data, "--output_dir", folder,
+                runpy.run_path(SFT)["main"](["--config", config_path("tiny"), "--dataset", args.data, "--output_dir", folder,
                           "--encoder_name_or_path", args.clip, "--max_steps", str(args.steps), "--seed", str(seed),
                           "--gate_seed", str(seed), "--use_gate", "true", "--eval_strategy", "no",
                           "--save_strategy", "no", "--eval_split", "", "--disable_tqdm", "true",
@@ -64,17 +73,20 @@ def main():
     minutes = (time.perf_counter() - start) / 60
     lines = [f"tiny preset with the msaGate, SFT {args.steps} steps on the CLIP of {args.clip} (frozen), seeds "
              f"{args.seeds}, {len(test)} test articles; {minutes:.1f} min in all. Mean ± sd over the seeds; below, "
-             "each minus no fusion (same seed), mean [95% t-interval].", "",
+             "each minus no fusion over the same memory (same seed), mean [95% t-interval].", "",
              "| variant | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
     for name in VARIANTS:
         cells = [f"{statistics.fmean(v):.3f} ± {statistics.stdev(v):.3f}"
                  for v in ([scores[name, s][k] for s in args.seeds] for k in METRICS)]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "| variant − no fusion | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
-    for name in list(VARIANTS)[1:]:
+    lines += ["", "| variant − no fusion over the same memory | " + " | ".join(METRICS) + " |",
+              "|---|" + "---|" * len(METRICS)]
+    for name in list(VARIANTS)[2:]:
         cells = []
         for key in METRICS:
-            mean, half = ablation.interval([scores[name, s][key] - scores["no fusion", s][key] for s in args.seeds])
+            differences = [scores[name, s][key] - scores[baseline(name), s][key] for s in args.seeds]
+            mean = statistics.fmean(differences)
+            half = T95.get(len(differences) - 1, 1.96) * statistics.stdev(differences) / len(differences) ** 0.5
             cells.append(f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}]")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
