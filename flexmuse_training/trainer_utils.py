@@ -137,8 +137,8 @@ class FlexMuseTrainerMixin:
                 "lora": is_peft_model(self.model), "seed": args.seed, **stage}
 
     def stage_settings(self) -> dict:
-        """The stage's name (`stage`) and its own settings, for the card."""
-        raise NotImplementedError
+        """The stage's name (`stage`) and its own settings, for the card; a trainer overrides it."""
+        return {"stage": type(self).__name__}
 
     def create_model_card(self, tags: str | list | None = None, **kwargs) -> None:
         """README.md from the package's template (hub.py) instead of Trainer's draft: FlexMUSE's
