@@ -30,26 +30,32 @@ test-quick: install
 app: install
 	$(PY) app.py
 
-# The main job: offline corpus -> CLIP pretrained on it (once) -> SFT of the tiny preset on that frozen
-# CLIP -> mscDPO -> articles for held-out topics + metrics. A rerun starts over (--overwrite_output_dir);
-# --quiet: a script's error is its one line, without the launcher's traceback below it.
+# The main job: offline corpus -> a CLIP pretrained (once) on a larger corpus of the same kind -> SFT of
+# the tiny preset on that frozen CLIP -> mscDPO -> articles for held-out topics + metrics. A rerun
+# starts over (--overwrite_output_dir); --quiet: a script's error is its one line, without the
+# launcher's traceback below it.
 ACCELERATE := $(VENV)/bin/accelerate launch --quiet --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no
 CORPUS := data/corpus/flexmuse_corpus.json
 CLIP := out/clip/model.safetensors
+# the CLIP's own, larger corpus: CLIP_CORPUS in flexmuse_training/clip_pretraining.py says why
+CLIP_CORPUS := data/clip_corpus/flexmuse_corpus.json
 
 $(CORPUS): | $(STAMP)
 	$(VENV)/bin/flexmuse make-corpus --out data/corpus --articles 400 --seed 0 --lang zh
 
-$(CLIP): $(CORPUS)
-	HF_HUB_OFFLINE=1 $(PY) training/pretrain_clip.py --dataset data/corpus --output_dir out/clip --overwrite_output_dir true --disable_tqdm true
+$(CLIP_CORPUS): | $(STAMP)
+	$(VENV)/bin/flexmuse make-corpus --out data/clip_corpus --articles 4000 --seed 11 --eval-articles 50 --lang zh
 
-demo: install $(CLIP)
+$(CLIP): $(CLIP_CORPUS)
+	HF_HUB_OFFLINE=1 $(PY) training/pretrain_clip.py --dataset data/clip_corpus --output_dir out/clip --overwrite_output_dir true --disable_tqdm true
+
+demo: install $(CORPUS) $(CLIP)
 	HF_HUB_OFFLINE=1 $(ACCELERATE) training/sft.py --config training/configs/tiny.yaml --encoder_name_or_path out/clip --output_dir out/sft --overwrite_output_dir true --disable_tqdm true
 	HF_HUB_OFFLINE=1 $(ACCELERATE) training/dpo.py --config training/configs/tiny.yaml --model_name_or_path out/sft --output_dir out/dpo --overwrite_output_dir true --disable_tqdm true
 	HF_HUB_OFFLINE=1 $(PY) training/demo.py --model SFT=out/sft --model mscDPO=out/dpo --data data/corpus --out demo_out
 
 # The paper's Table 2 rows trained by flags on the offline corpus, scored on its test split.
-ablation: install
+ablation: install $(CORPUS) $(CLIP)
 	HF_HUB_OFFLINE=1 $(PY) training/ablation.py --data data/corpus --out out/ablation --report bench/ABLATION.md
 
 # Benchmarks (by hand, never part of the tests): each appends its table to bench/RESULTS.md.

@@ -195,7 +195,8 @@ class CrossModalityFusion(nn.Module):
         self.w_v = nn.Parameter(torch.ones(dim))
         self.w_lambda = nn.Parameter(torch.zeros(dim))
         self.lambda_bias = lambda_bias
-        self.b_lambda = None if lambda_bias is None else nn.Parameter(torch.tensor(float(lambda_bias)))
+        # shape (1,), not a scalar: FSDP's fully_shard refuses 0-d parameters
+        self.b_lambda = None if lambda_bias is None else nn.Parameter(torch.full((1,), float(lambda_bias)))
 
     def forward(
         self,

@@ -38,8 +38,10 @@ VARIANTS = {
 
 def baseline(name: str) -> str:
     return "no fusion (pooled memory)" if name.startswith("pooled") else "no fusion (token memory)"
-METRICS = ("grounding_all", "grounding_color", "grounding_shape", "grounding_position", "alignment_accuracy",
-           "rougeL")
+
+
+METRICS = ("grounding_all", "grounding_color", "grounding_shape", "grounding_position", "grounding_unparseable",
+           "alignment_accuracy", "rougeL")
 
 
 def main():

@@ -30,7 +30,9 @@ def model_dir(tmp_path_factory):
     """A tiny saved FlexMusePipeline (no T2I part) whose paragraphs are never empty."""
     pipe = make_pipeline(with_t2i=False)
     pipe.model.generation_config.min_new_tokens = 6
-    pipe.model.generation_config.suppress_tokens = [0]
+    # ByT5 ids are bytes + 3: only printable ASCII (and EOS, 1), so random weights still write visible text
+    pipe.model.generation_config.suppress_tokens = [i for i in range(pipe.model.config.decoder.vocab_size)
+                                                    if i != 1 and not 33 + 3 <= i <= 126 + 3]
     path = tmp_path_factory.mktemp("app_model") / "pipe"
     pipe.save_pretrained(path)
     return str(path)

@@ -1,12 +1,15 @@
 """CLIP pretraining on the corpus's (image, caption) pairs, and FlexMUSE built on the saved CLIP."""
 
 import json
+import re
+from pathlib import Path
 
 import torch
 from transformers import CLIPModel
 
 from helpers import load_script
 from flexmuse_training.args import ModelArguments
+from flexmuse_training.clip_pretraining import CLIP_CORPUS
 from flexmuse_training.corpus import make_corpus
 from flexmuse_training.models import load_model_and_processor
 
@@ -30,3 +33,11 @@ def test_pretraining_learns_the_pictures_and_the_tiny_preset_runs_on_it(tmp_path
     assert model.encoder.image_size == 64 and processor.image_processor.crop_size["height"] == 64
     inputs = processor("海边的书店", [torch.zeros(64, 64, 3).numpy()], ["海边的书店，画面中央有一个红色的圆形。"])
     assert model(**inputs).loss.isfinite()
+
+
+def test_make_demo_builds_the_clip_corpus_of_clip_pretraining():
+    makefile = (Path(__file__).parents[1] / "Makefile").read_text()
+    recipe = re.search(r"make-corpus --out data/clip_corpus (.*)", makefile).group(1)
+    flags = dict(re.findall(r"--([\w-]+) (\S+)", recipe))
+    assert {key: int(flags[key.replace("_", "-")]) for key in CLIP_CORPUS} == CLIP_CORPUS
+    assert "--dataset data/clip_corpus" in makefile  # the CLIP learns from it, not from the writer's corpus

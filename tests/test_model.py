@@ -17,8 +17,8 @@ def test_forward_loss_and_shapes(tiny_model, pixels):
     expected = torch.nn.functional.cross_entropy(out.logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
     assert torch.allclose(out.loss, expected)
     assert out.gate_keep.tolist() == [True, True, True]
-    # memory = 1 CLS + 16 patches (32 px / 8 px) + the 4 topic tokens (3 + EOS)
-    assert out.encoder_last_hidden_state.shape == (3, 17 + 4, 64)
+    # the default memory: Z^F and Z̃^T, one vector each, as in the paper
+    assert out.encoder_last_hidden_state.shape == (3, 2, 64)
 
 
 def test_loss_with_num_items_in_batch_and_tuple_output(tiny_model, pixels):
@@ -149,15 +149,16 @@ def test_sampled_gate_is_reproducible_in_generate(tiny_model, pixels):
     assert torch.equal(memory[0].last_hidden_state, memory[1].last_hidden_state)
 
 
-def test_pooled_fusion_mode_and_ablations(pixels):
+def test_token_fusion_mode_and_ablations(pixels):
     ids, mask = topic_ids([5, 6, 7])
-    for kwargs in ({"fusion_tokens": "pooled"}, {"use_fusion": False}, {"use_gate": False},
+    for kwargs in ({"fusion_tokens": "token"}, {"use_fusion": False}, {"use_gate": False},
                    {"fusion_heads": 4}):
         model = make_model(**kwargs)
         out = model(input_ids=ids, attention_mask=mask, pixel_values=pixels, labels=torch.ones(3, 4).long())
         assert torch.isfinite(out.loss)
-        if kwargs.get("fusion_tokens") == "pooled":
-            assert out.encoder_last_hidden_state.shape[1] == 2  # Z^F and Z̃^T, as in the paper
+        if kwargs.get("fusion_tokens") == "token":
+            # 1 CLS + 16 patches (32 px / 8 px) + the 4 topic tokens (3 + EOS)
+            assert out.encoder_last_hidden_state.shape[1] == 17 + 4
         if "use_fusion" in kwargs:
             assert model.fusion is None
         if "use_gate" in kwargs:

@@ -26,6 +26,8 @@ import pretrain_clip
 import sft
 import torch
 
+from configuration_flexmuse import FlexMuseConfig
+from flexmuse_training.clip_pretraining import CLIP_CORPUS
 from flexmuse_training.corpus import make_corpus
 from flexmuse_training.data import load_articles
 from flexmuse_training.errors import run_script
@@ -160,8 +162,8 @@ def main(argv=None):
     parser.add_argument("--data", default="data/corpus", help="made with `flexmuse make-corpus` if missing")
     parser.add_argument("--out", default="out/ablation")
     parser.add_argument("--report", default=None, help="default: bench/ABLATION.md, or <out>/ABLATION.md with --quick")
-    parser.add_argument("--clip", default="out/clip", help="the CLIP pretrained on the corpus (made if missing)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--clip", default="out/clip", help="the frozen CLIP (made as `make demo` makes it, if missing)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--sft-steps", type=int, default=600)
     parser.add_argument("--dpo-steps", type=int, default=200)
     parser.add_argument("--shortcut", type=float, default=0.8,
@@ -183,8 +185,10 @@ def main(argv=None):
     shortcut_data = os.path.join(args.out, "shortcut-corpus")
     if not os.path.isdir(os.path.join(shortcut_data, "train")):
         make_corpus(shortcut_data, articles=articles, seed=0, shortcut=args.shortcut)
-    if args.clip and not os.path.isfile(os.path.join(args.clip, "config.json")):
-        pretrain_clip.main(["--dataset", args.data, "--output_dir", args.clip, "--disable_tqdm", "true"])
+    if args.clip and not os.path.isfile(os.path.join(args.clip, "config.json")):  # as `make demo` makes it
+        clip_data = os.path.join(args.out, "clip-corpus")
+        make_corpus(clip_data, **CLIP_CORPUS)
+        pretrain_clip.main(["--dataset", clip_data, "--output_dir", args.clip, "--disable_tqdm", "true"])
 
     evaluator = Evaluator(max_new_tokens=160)
     results = {}
@@ -204,10 +208,12 @@ def main(argv=None):
     short_rows, short_scores, short_count = results["shortcut"]
     short_paired, short_findings = paired_differences(short_scores, short_rows, args.seeds)
     minutes = (time.perf_counter() - began) / 60
+    defaults = FlexMuseConfig()
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     text = "\n".join([
         "# Ablation (paper Table 2) on the offline corpus", "",
-        f"- date: {stamp}; tiny preset on the CLIP of {args.clip or 'random weights'}; {args.sft_steps} SFT steps, "
+        f"- date: {stamp}; tiny preset (memory and fusion: fusion_tokens={defaults.fusion_tokens}, fusion_lambda_bias="
+        f"{defaults.fusion_lambda_bias}) on the CLIP of {args.clip or 'random weights'}; {args.sft_steps} SFT steps, "
         f"then {args.dpo_steps} preference steps (training/configs/tiny.yaml); seeds {args.seeds}; held-out split "
         f"`test` of {args.data}: {count} articles",
         f"- command: `python training/ablation.py {' '.join(argv if argv is not None else sys.argv[1:])}` "
