@@ -7,14 +7,14 @@ STAMP := $(VENV)/.installed
 TORCH := torch==2.14.1 torchvision==0.29.1
 PYTEST_WORKERS ?= 2
 
-.PHONY: install test test-quick app demo ablation bench clean
+.PHONY: install test test-quick app space demo ablation bench clean
 
 install: $(STAMP)
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e ".[openclip,train,eval,test,demo]"
+	$(PY) -m pip install --quiet -e ".[openclip,train,eval,test,demo,bench]"
 	touch $(STAMP)
 
 # as root, the browser test's Chromium and its driver come from Debian (skipped with a reason without them)
@@ -29,6 +29,10 @@ test-quick: install
 # The web demo (app.py) on http://127.0.0.1:7860 with the model `make demo` trains (FLEXMUSE_MODEL=... for another).
 app: install
 	$(PY) app.py
+
+# A Hugging Face Space folder (space/) for the web demo with the model `make demo` trains and corpus examples.
+space: install
+	$(VENV)/bin/flexmuse make-space --out space --model $${FLEXMUSE_MODEL:-out/dpo} --data data/corpus --overwrite
 
 # The main job: offline corpus -> a CLIP pretrained (once) on a larger corpus of the same kind -> SFT of
 # the tiny preset on that frozen CLIP -> mscDPO -> articles for held-out topics + metrics. A rerun
@@ -66,6 +70,8 @@ bench: install
 	HF_HUB_OFFLINE=1 $(PY) bench/bench_feature_store.py
 	HF_HUB_OFFLINE=1 $(PY) bench/bench_memory.py
 	HF_HUB_OFFLINE=1 $(PY) bench/bench_pipeline.py
+	HF_HUB_OFFLINE=1 $(PY) bench/bench_repetition.py --model SFT=out/sft --model mscDPO=out/dpo --data data/corpus
+	HF_HUB_OFFLINE=1 $(PY) bench/bench_rerank.py --model SFT=out/sft --model mscDPO=out/dpo --data data/corpus
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache data out demo_out eval_out
+	rm -rf $(VENV) build *.egg-info .pytest_cache data out demo_out eval_out space

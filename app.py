@@ -1,35 +1,64 @@
 """FlexMUSE web demo (Gradio): a topic and 1-8 photos (or images drawn by the T2I part) -> an illustrated article.
 
-Runs locally with `make app` (or `python app.py --model PATH`) and as the `app.py` of a Hugging Face Space.
-The model is a FlexMUSE model folder, a saved FlexMusePipeline folder or a Hub id, read from `--model`,
-else from the env var FLEXMUSE_MODEL, else `out/dpo` (the model `make demo` trains). FLEXMUSE_T2I may name
-a Stable Diffusion repo to add as the text-to-image part of a plain model. The model is loaded once, on the
-first request, and cached. Every request writes its downloads to its own fresh temporary folder.
+Runs locally with `make app` (or `python app.py --model PATH`) and as the `app.py` of a Hugging Face Space
+(`make space` assembles one). The model is a FlexMUSE model folder, a saved FlexMusePipeline folder or a Hub
+id, read from `--model`, else from the env var FLEXMUSE_MODEL, else the first of DEFAULT_MODELS that exists
+(`out/dpo`, the model `make demo` trains; `model`, the one a Space folder carries). FLEXMUSE_T2I may name a
+Stable Diffusion repo to add as the text-to-image part of a plain model. The model is loaded once, on the
+first request, cached, and moved to the GPU when there is one; on a ZeroGPU Space (the `spaces` package
+present) the writing runs under `spaces.GPU`.
+
+The paragraphs stream into the page as they are decoded. The photos can be reordered (a paragraph moves
+with its photo) and replaced, and any paragraph rewritten; each paragraph is checked against its photo
+(image specificity) and one that fits another photo at least as well is flagged.
 """
 
 import argparse
 import html
+import json
 import os
-import re
+import shutil
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import gradio as gr
 import torch
+from PIL import Image
 
-from checks_flexmuse import MAX_DRAWN_IMAGES, check_writing_options, model_path_kind, user_error_message
+from article_flexmuse import Article, Section, image_data_uri
+from checks_flexmuse import MAX_DRAWN_IMAGES, MAX_RERANK, check_writing_options, model_path_kind, user_error_message
 from configuration_flexmuse import GATE_MODES as MODEL_GATE_MODES
 from images_flexmuse import ImageLoadError, load_images
 from pipeline_flexmuse import FlexMusePipeline
 from processing_flexmuse import check_topic
+from streaming_flexmuse import ParagraphStreamer
 
-DEFAULT_MODEL = "out/dpo"
+try:  # a ZeroGPU Space lends a GPU to each call decorated with spaces.GPU
+    import spaces
+
+    on_gpu = spaces.GPU
+except ImportError:
+    def on_gpu(function):
+        return function
+
+DEFAULT_MODELS = ("out/dpo", "model")
+# what the demo model (`make demo`, or the copy a Space folder carries) can write about
+DEMO_MODEL_NOTE = ("This demo model was trained on FlexMUSE's offline corpus of coloured shapes: it writes Chinese "
+                   "about the colour, shape and position of a shape on a plain background. Photos unlike those "
+                   "still get paragraphs about shapes; try the examples below.")
 MAX_PHOTOS = 8
+# CLIP reads at most 64 tokens of a topic; a longer one would only be cut there and fill the page
+MAX_TOPIC_CHARS = 200
 GATE_MODES = ("model default", *MODEL_GATE_MODES)
 DECODINGS = ("beam search", "sampling")
-TABLE_HEADERS = ["paragraph", "msaGate similarity", "topic kept"]
+TABLE_HEADERS = ["paragraph", "image specificity", "check", "msaGate σ", "topic used"]
+LOW_NOTE = "⚠ This paragraph is as likely under another photo of the article as under its own: it may describe that one."
+STREAM_INTERVAL = 0.1  # seconds between two redraws of a streaming article
+EXAMPLES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "examples")
+CORPUS_TEST = os.path.join("data", "corpus", "test", "metadata.jsonl")
 
 _model_arg: str | None = None  # set by --model
 _pipelines: dict = {}
@@ -41,26 +70,42 @@ class ModelUnavailable(RuntimeError):
 
 
 def model_path() -> str:
-    return _model_arg or os.environ.get("FLEXMUSE_MODEL") or DEFAULT_MODEL
+    if _model_arg or os.environ.get("FLEXMUSE_MODEL"):
+        return _model_arg or os.environ["FLEXMUSE_MODEL"]
+    return next((path for path in DEFAULT_MODELS if os.path.exists(path)), DEFAULT_MODELS[0])
 
 
 def _how_to_make(path: str, reason: str) -> str:
     return (f"No usable FlexMUSE model at `{path}` ({reason}). Train the demo model with `make demo` "
-            f"(it writes `{DEFAULT_MODEL}`), or point FLEXMUSE_MODEL (or `--model`) at a FlexMUSE model folder, "
+            f"(it writes `{DEFAULT_MODELS[0]}`), or point FLEXMUSE_MODEL (or `--model`) at a FlexMUSE model folder, "
             "a saved FlexMusePipeline folder or a Hub id.")
 
 
 def model_status(path: str | None = None) -> str:
     """A line for the page: which model will write, or how to make one. Loads nothing."""
     path = path or model_path()
-    if path == DEFAULT_MODEL and not os.path.exists(path):
+    if path in DEFAULT_MODELS and not os.path.exists(path):
         return _how_to_make(path, "not trained yet")
     try:
         kind = model_path_kind(path)
     except (OSError, ValueError) as err:
         return _how_to_make(path, user_error_message(err))
     what = {"pipeline": "saved pipeline", "model": "model folder", None: "Hub id"}[kind]
-    return f"Model: `{path}` ({what}); loaded on the first request."
+    note = f" {DEMO_MODEL_NOTE}" if path in DEFAULT_MODELS else ""
+    return f"Model: `{path}` ({what}); loaded on the first request.{note}"
+
+
+def model_can_draw(path: str | None = None) -> bool:
+    """Whether the model will have a text-to-image part (FLEXMUSE_T2I, or one saved in a pipeline folder),
+    read without loading it."""
+    path = path or model_path()
+    if os.environ.get("FLEXMUSE_T2I"):
+        return True
+    index = os.path.join(path, "model_index.json")
+    if not os.path.isfile(index):
+        return False
+    with open(index, encoding="utf-8") as handle:
+        return "null" not in handle.read().split('"t2i_unet"', 1)[-1].split("]", 1)[0]
 
 
 def get_pipeline(path: str | None = None) -> FlexMusePipeline:
@@ -69,138 +114,399 @@ def get_pipeline(path: str | None = None) -> FlexMusePipeline:
     with _load_lock:
         if path in _pipelines:
             return _pipelines[path]
-        if path == DEFAULT_MODEL and not os.path.exists(path):
+        if path in DEFAULT_MODELS and not os.path.exists(path):
             raise ModelUnavailable(_how_to_make(path, "not trained yet"))
         try:
             pipe = FlexMusePipeline.load(path, t2i=os.environ.get("FLEXMUSE_T2I") or None)
         except (OSError, ValueError) as err:
             raise ModelUnavailable(_how_to_make(path, user_error_message(err))) from err
-        pipe.set_progress_bar_config(disable=False)
+        if torch.cuda.is_available():
+            pipe.to("cuda")
         _pipelines[path] = pipe
         return pipe
 
 
+# ---------------------------------------------------------------------- requests, without the page
+
+
+@dataclass
+class Options:
+    """The writing options of a request, checked."""
+
+    seed: int = 0
+    max_new_tokens: int = 128
+    decoding: str = "beam search"
+    num_beams: int = 1
+    rerank: int = 1
+    gate_mode: str = "model default"
+
+    def __post_init__(self):
+        seed = self.seed
+        if seed is None or isinstance(seed, bool) or float(seed) != int(seed) or not 0 <= int(seed) < 2**63:
+            raise ValueError(f"seed must be a whole number from 0 to 2^63 - 1, got {seed!r}")
+        if self.gate_mode not in GATE_MODES:
+            raise ValueError(f"gate mode must be one of {', '.join(GATE_MODES)}, got {self.gate_mode!r}")
+        self.seed, self.max_new_tokens, self.rerank = int(seed), int(self.max_new_tokens), int(self.rerank)
+        self.num_beams = 1 if self.decoding == "sampling" else int(self.num_beams)
+        check_writing_options({"max_new_tokens": self.max_new_tokens, "num_beams": self.num_beams,
+                               "rerank": self.rerank})
+
+    def pipeline_kwargs(self) -> dict:
+        return {"generator": torch.Generator().manual_seed(self.seed), "max_new_tokens": self.max_new_tokens,
+                "num_beams": self.num_beams, "do_sample": self.decoding == "sampling", "rerank": self.rerank,
+                "gate_mode": None if self.gate_mode == "model default" else self.gate_mode}
+
+
 @dataclass
 class WriteResult:
-    html: str  # the article as in article.html, for gr.HTML
-    files: list[str]  # article.html, article.md, article.json in this request's own folder
-    table: list[list]  # per paragraph: number, msaGate similarity, topic kept
+    html: str  # the article as shown in the page
+    files: list[str]  # article.html and article.zip (Markdown, JSON, images) in this request's own folder
+    table: list[list]  # per paragraph: number, image specificity, check, msaGate similarity, topic used
     folder: str  # the request's temporary folder
-    article: object
+    article: Article
 
 
-def _photo_paths(photos) -> list[str]:
-    paths = []
-    for photo in photos or []:
-        paths.append(photo if isinstance(photo, str) else getattr(photo, "name", None) or getattr(photo, "path", photo))
-    return paths
+def photo_paths(photos) -> list[str]:
+    return [photo if isinstance(photo, str) else getattr(photo, "name", None) or getattr(photo, "path", photo)
+            for photo in photos or []]
 
 
-def write_article(topic: str, photos: Sequence | None = None, num_images: int = 3, gate_mode: str = "model default",
-                  seed: int | None = 0, max_new_tokens: int = 128, decoding: str = "beam search", num_beams: int = 1,
-                  model: str | None = None, progress: Callable | None = None) -> WriteResult:
-    """Check the request, write the article and save its downloads; bad input raises ValueError
-    (ImageLoadError for a file that is not an image, ModelUnavailable without a model)."""
-    progress = progress or (lambda *args, **kwargs: None)
-    check_topic(topic if topic is not None else "")
-    paths = _photo_paths(photos)
+def check_photos(paths: Sequence[str]) -> list:
+    """The uploaded photos, loaded; a file that is not an image is named by its file name only."""
     if len(paths) > MAX_PHOTOS:
         raise ValueError(f"{len(paths)} photos uploaded: upload at most {MAX_PHOTOS} (one paragraph is written per photo)")
-    if seed is None or isinstance(seed, bool) or float(seed) != int(seed) or int(seed) < 0:
-        raise ValueError(f"seed must be a whole number of at least 0, got {seed!r}")
-    num_images = int(num_images) if num_images is not None and float(num_images) == int(num_images) else num_images
-    do_sample = decoding == "sampling"
-    num_beams = 1 if do_sample else int(num_beams)
-    check_writing_options({"max_new_tokens": int(max_new_tokens), "num_beams": num_beams,
-                           "num_images": None if paths else num_images})
-    if gate_mode not in GATE_MODES:
-        raise ValueError(f"gate mode must be one of {', '.join(GATE_MODES)}, got {gate_mode!r}")
-    pictures = load_images(paths) if paths else None  # a file that is not an image fails here, before any work
+    pictures = []
+    for number, path in enumerate(paths, start=1):
+        try:
+            pictures.extend(load_images([path]))
+        except ImageLoadError as err:
+            reason = str(err.__cause__ or err).replace(repr(path), "").replace(path, "").strip(" :")
+            raise ImageLoadError(f"photo {number} ({os.path.basename(path)}) is not an image this demo can read"
+                                 f"{': ' + reason if reason else ''}") from None
+    return pictures
 
+
+def check_request_topic(topic) -> str:
+    check_topic(topic if topic is not None else "")
+    if len(topic) > MAX_TOPIC_CHARS:
+        raise ValueError(f"the topic has {len(topic)} characters: keep it to {MAX_TOPIC_CHARS} (the model reads "
+                         "only its first 64 tokens)")
+    return topic
+
+
+def _stream(run: Callable, streamer: ParagraphStreamer) -> Iterator:
+    """Run `run()` in a thread; yield the streamer's texts while it writes (at most every STREAM_INTERVAL
+    seconds), then its result."""
+    result: dict = {}
+
+    def target():
+        try:
+            result["out"] = run()
+        except BaseException as err:  # re-raised in the request's own thread below
+            result["error"] = err
+        finally:
+            streamer.end()  # ends the loop below even when `run` failed before `generate` could
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    shown, last = 0.0, None
+    for _ in streamer:
+        if time.monotonic() - shown >= STREAM_INTERVAL:
+            shown, last = time.monotonic(), streamer.texts
+            yield last
+    if streamer.texts != last:  # the end, which the interval may have skipped
+        yield streamer.texts
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    yield result["out"]
+
+
+def write_stream(topic: str, photos: Sequence | None = None, num_images: int = 3, options: Options | None = None,
+                 model: str | None = None) -> Iterator:
+    """Check the request, then yield the article's shell (its images, or grey placeholders for images still
+    to be drawn, with empty paragraphs), the paragraphs' texts as they stream, and the `WriteResult`. Bad
+    input raises ValueError (ImageLoadError for a file that is not an image, ModelUnavailable without a
+    model) before any work."""
+    options = options or Options()
+    topic = check_request_topic(topic)
+    paths = photo_paths(photos)
+    num_images = int(num_images) if num_images is not None and float(num_images) == int(num_images) else num_images
+    check_writing_options({"num_images": None if paths else num_images})
+    pictures = check_photos(paths) if paths else None  # a file that is not an image fails here, before any work
     pipe = get_pipeline(model)
     if pictures is None and not pipe.has_t2i:
         raise ValueError(f"Upload 1-{MAX_PHOTOS} photos: this model has no text-to-image part to draw images with.")
-    progress(0.0, desc=f"Drawing {num_images} images, then writing" if pictures is None else "Writing the article")
-    out = pipe(
-        topic, images=pictures, num_images=None if pictures is not None else num_images,
-        generator=torch.Generator().manual_seed(int(seed)), gate_mode=None if gate_mode == "model default" else gate_mode,
-        max_new_tokens=int(max_new_tokens), num_beams=num_beams, do_sample=do_sample,
-    )
-    progress(0.95, desc="Saving the downloads")
-    article = out.article
+    shown = pictures or [Image.new("RGB", (64, 64), (225, 225, 225)) for _ in range(num_images)]
+    yield Article(topic, [Section(image, "") for image in shown])
+    streamer = ParagraphStreamer(pipe.processor.tokenizer)
+    run = lambda: pipe(topic, images=pictures, num_images=None if pictures else num_images,  # noqa: E731
+                       streamer=streamer, **options.pipeline_kwargs()).article
+    for item in _stream(run, streamer):
+        if isinstance(item, Article):
+            item.metadata["seed"] = options.seed
+            item = finish(item)
+        yield item
+
+
+def rewrite_stream(article: Article, number: int, options: Options | None = None, model: str | None = None,
+                   image=None) -> Iterator:
+    """Rewrite paragraph `number` (from 1) of `article`, its photo first replaced by `image` if given;
+    yields as `write_stream` does (the shell holds the other paragraphs, kept as they are)."""
+    options = options or Options()
+    if article is None:
+        raise ValueError("write an article first: there is no paragraph to rewrite yet")
+    if number is None or float(number) != int(number) or not 1 <= int(number) <= len(article.sections):
+        raise ValueError(f"paragraph must be a number from 1 to {len(article.sections)}, got {number!r}")
+    index = int(number) - 1
+    sections = [Section(s.image, s.paragraph, dict(s.metadata)) for s in article.sections]
+    if image is not None:
+        sections[index].image = check_photos(photo_paths([image]))[0]
+    article = Article(article.topic, sections, dict(article.metadata))
+    pipe = get_pipeline(model)
+    yield article
+    streamer = ParagraphStreamer(pipe.processor.tokenizer)
+    run = lambda: pipe.rewrite(article, [index], streamer=streamer, **options.pipeline_kwargs()).article  # noqa: E731
+    for item in _stream(run, streamer):
+        if isinstance(item, Article):
+            item.metadata["rewrites"][-1]["seed"] = options.seed
+            yield finish(item)
+        else:
+            texts = article.paragraphs
+            texts[index] = item[0]
+            yield texts
+
+
+def finish(article: Article) -> WriteResult:
+    """Save the article's downloads in a fresh folder of its own and make the page's view of it."""
     folder = tempfile.mkdtemp(prefix="flexmuse-app-")  # fresh per request: nothing shared between requests
-    saved = os.path.join(folder, "article")
-    article.save(saved)
-    files = [os.path.join(saved, name) for name in ("article.html", "article.md", "article.json")]
-    table = [[number, section.metadata.get("gate_similarity"), "yes" if section.metadata.get("gate_keep") else "no"]
-             for number, section in enumerate(article.sections, start=1)]
-    return WriteResult(html=article_html(article), files=files, table=table, folder=folder, article=article)
+    saved = article.save(os.path.join(folder, "article"))
+    archive = shutil.make_archive(os.path.join(folder, "article"), "zip", saved)  # Markdown needs its images
+    return WriteResult(html=article_html(article), files=[os.path.join(saved, "article.html"), archive],
+                       table=paragraph_table(article), folder=folder, article=article)
 
 
-_ARTICLE_CSS = ("<style>.flexmuse-article{max-width:44rem;margin:1rem auto;font-family:serif;line-height:1.7;"
-                "padding:0 1rem}.flexmuse-article img{max-width:100%;border-radius:4px}"
-                ".flexmuse-article figure{margin:2rem 0 0.5rem}</style>")
+def reorder(article: Article | None, photos: list[str], number, step: int) -> tuple:
+    """Move photo `number` (from 1) one place earlier (step -1) or later (+1); an article's section moves
+    with it, its paragraph unchanged. Returns (photos, article)."""
+    photos = list(photos or [])
+    count = len(article.sections) if article is not None else len(photos)
+    if number is None or float(number) != int(number) or not 1 <= int(number) <= count:
+        raise ValueError(f"photo must be a number from 1 to {count}, got {number!r}")
+    i, j = int(number) - 1, int(number) - 1 + step
+    if not 0 <= j < count:
+        return photos, article
+    if len(photos) == count:
+        photos[i], photos[j] = photos[j], photos[i]
+    if article is not None:
+        sections = list(article.sections)
+        sections[i], sections[j] = sections[j], sections[i]
+        article = Article(article.topic, sections, dict(article.metadata))
+    return photos, article
 
 
-def article_html(article) -> str:
-    """The body of `article.to_html()` (each image with its paragraph), with its style scoped to the article so
-    it does not restyle the rest of the page."""
-    page = article.to_html()
-    body = re.search(r"<body>\n?(.*)</body>", page, re.S).group(1)
-    return f'{_ARTICLE_CSS}<div class="flexmuse-article">{body}</div>'
+def paragraph_table(article: Article) -> list[list]:
+    rows = []
+    for number, section in enumerate(article.sections, start=1):
+        score = section.metadata.get("image_specificity")
+        check = "—" if score is None else ("⚠ low" if section.metadata.get("image_specificity_low") else "ok")
+        rows.append([number, score, check, section.metadata.get("gate_similarity"),
+                     "yes" if section.metadata.get("gate_keep") else "no (msaGate)"])
+    return rows
+
+
+def article_html(article: Article, texts: Sequence[str] | None = None, sources: list[str] | None = None) -> str:
+    """The article as the page shows it, with `texts` (the paragraphs so far) while it streams; a flagged
+    paragraph gets its note."""
+    if texts is not None:
+        article = Article(article.topic, [Section(s.image, text) for s, text in zip(article.sections, texts)])
+    notes = [LOW_NOTE if s.metadata.get("image_specificity_low") else None for s in article.sections]
+    return article.html_fragment(sources, notes)
 
 
 def _error_markdown(err: Exception) -> str:
     return f"**Error:** {html.escape(user_error_message(err), quote=False)}"
 
 
-def on_write(topic, photos, num_images, gate_mode, seed, max_new_tokens, decoding, num_beams,
-             progress=gr.Progress(track_tqdm=True)):
-    """The button's handler: (article HTML, download files, table, status). A bad input empties the
-    outputs and shows its message in the status line, never a traceback."""
+def _short(text: str, limit: int = 60) -> str:
+    return html.escape(text if len(text) <= limit else text[:limit - 1] + "…", quote=False)
+
+
+# ---------------------------------------------------------------------- the page's handlers
+
+_USER_ERRORS = (ValueError, ImageLoadError, ModelUnavailable)
+
+
+def _gallery(photos) -> list:
+    return [(path, str(number)) for number, path in enumerate(photos or [], start=1)]
+
+
+def _keep():
+    return gr.update()  # an output left as it is
+
+
+def _outputs(status: str, busy: bool, result: "WriteResult | None" = None, html_text=None, photos=None) -> tuple:
+    """(article HTML, downloads, table, status, write button, rewrite button, article state, photos state,
+    gallery), in the order the handlers declare: while writing only the text and the status change; a
+    result replaces the article, its downloads and its table."""
+    done = (_keep(), _keep(), _keep()) if result is None else (result.files, result.table, result.article)
+    photo_updates = (_keep(), _keep()) if photos is None else (photos, _gallery(photos))
+    html_text = result.html if result is not None else html_text if html_text is not None else _keep()
+    return (html_text, done[0], done[1], status, gr.update(interactive=not busy), gr.update(interactive=not busy),
+            done[2], *photo_updates)
+
+
+def _streaming(stream: Iterator, status: str, photos=None) -> Iterator[tuple]:
+    """The page's updates for one writing request: the buttons off, the text as it streams, the result. A
+    bad input shows its message in the status line, never a traceback, and the article shown before stays."""
     try:
-        result = write_article(topic, photos, num_images, gate_mode, seed, max_new_tokens, decoding, num_beams,
-                               progress=progress)
-    except (ValueError, ImageLoadError, ModelUnavailable) as err:
-        return "", None, [], _error_markdown(err)
-    done = f"Wrote {len(result.table)} paragraphs about “{html.escape(result.article.topic, quote=False)}”."
-    return result.html, result.files, result.table, done
+        shell = next(stream)  # the checks and the model load happen here
+        sources = [image_data_uri(section.image) for section in shell.sections]
+        yield _outputs("Writing…", True, html_text=article_html(shell, sources=sources))
+        for item in stream:
+            if isinstance(item, WriteResult):
+                yield _outputs(status.format(n=len(item.table), topic=_short(item.article.topic)), False, item,
+                               photos=photos)
+                return
+            begun = sum(bool(text) for text in item)
+            yield _outputs(f"Writing… ({begun} of {len(item)} paragraphs begun)", True,
+                           html_text=article_html(shell, item, sources))
+    except _USER_ERRORS as err:
+        yield _outputs(_error_markdown(err), False)
+
+
+@on_gpu
+def on_write(topic, photos, num_images, gate_mode, seed, max_new_tokens, decoding, num_beams, rerank):
+    """The write button's handler, a generator: the paragraphs stream into the page."""
+    try:
+        options = Options(seed, max_new_tokens, decoding, num_beams, rerank, gate_mode)
+    except ValueError as err:
+        yield _outputs(_error_markdown(err), False)
+        return
+    yield from _streaming(write_stream(topic, photos, num_images, options), "Wrote {n} paragraphs about “{topic}”.")
+
+
+@on_gpu
+def on_rewrite(article, number, replacement, gate_mode, seed, max_new_tokens, decoding, num_beams, rerank, photos):
+    """Rewrite one paragraph (its photo replaced first when a replacement is uploaded), sampled with the
+    seed box's seed plus the number of rewrites so far, so that each click gives another paragraph."""
+    try:
+        # a rewrite samples (greedy search would write the same paragraph again), each with a seed of its own
+        rewrites = len(article.metadata.get("rewrites", [])) if article is not None else 0
+        options = Options(seed, max_new_tokens, "sampling", num_beams, rerank, gate_mode)
+        options.seed += rewrites + 1
+    except ValueError as err:
+        yield _outputs(_error_markdown(err), False)
+        return
+    photos = list(photos or [])
+    if replacement is not None and article is not None and len(photos) == len(article.sections) and \
+            number is not None and 1 <= int(number) <= len(photos):
+        photos[int(number) - 1] = photo_paths([replacement])[0]
+    yield from _streaming(rewrite_stream(article, number, options, image=replacement),
+                          f"Rewrote paragraph {number}.", photos)
+
+
+def on_move(article, photos, number, step):
+    """Move a photo (and its section) one place; (article HTML, downloads, table, status, article state,
+    photos state, gallery)."""
+    try:
+        photos, article = reorder(article, photos, number, step)
+    except ValueError as err:
+        return _keep(), _keep(), _keep(), _error_markdown(err), _keep(), _keep(), _keep()
+    if article is None:
+        return _keep(), _keep(), _keep(), "", None, photos, _gallery(photos)
+    result = finish(article)
+    return result.html, result.files, result.table, "Moved the photo with its paragraph.", article, photos, \
+        _gallery(photos)
+
+
+def on_upload(photos):
+    """New photos: their order is the upload's until moved; an earlier article no longer matches them."""
+    photos = photo_paths(photos)
+    return photos, _gallery(photos), None
+
+
+def examples(count: int = 3) -> list[list]:
+    """[topic, photos] pairs: from the examples/ folder beside app.py (a Space folder carries its own), else
+    the first test articles of the offline corpus (`make demo` writes it to data/corpus)."""
+    found = []
+    if os.path.isdir(EXAMPLES_DIR):
+        for name in sorted(os.listdir(EXAMPLES_DIR))[:count]:
+            folder = os.path.join(EXAMPLES_DIR, name)
+            with open(os.path.join(folder, "topic.txt"), encoding="utf-8") as handle:
+                topic = handle.read().strip()
+            found.append([topic, sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".png"))])
+        return found
+    if os.path.isfile(CORPUS_TEST):
+        with open(CORPUS_TEST, encoding="utf-8") as handle:
+            for line in list(handle)[:count]:
+                record = json.loads(line)
+                folder = os.path.dirname(CORPUS_TEST)
+                found.append([record["topic"], [os.path.join(folder, name) for name in record["file_names"]]])
+    return found
 
 
 def build_demo() -> gr.Blocks:
+    can_draw = model_can_draw()
     with gr.Blocks(title="FlexMUSE") as demo:
-        gr.Markdown("# FlexMUSE\nA topic and photos in, an illustrated article out: one paragraph per image.")
+        gr.Markdown("# FlexMUSE\nA topic and photos in, an illustrated article out: one paragraph per image, "
+                    "streamed as it is written.")
         gr.Markdown(model_status(), elem_id="model-status")
+        article_state, photos_state = gr.State(None), gr.State([])
         with gr.Row():
             with gr.Column():
-                topic = gr.Textbox(label="Topic", placeholder="e.g. 西湖的春天", elem_id="topic")
+                topic = gr.Textbox(label="Topic", placeholder="e.g. 西湖的春天", max_length=MAX_TOPIC_CHARS,
+                                   elem_id="topic")
                 photos = gr.File(label=f"Photos (1-{MAX_PHOTOS})", file_count="multiple", type="filepath",
                                  elem_id="photos")
+                gallery = gr.Gallery(label="Photo order (paragraph N is written for photo N)", columns=8, height=170,
+                                     object_fit="contain", allow_preview=False, elem_id="gallery")
+                with gr.Row():
+                    photo_number = gr.Number(value=1, precision=0, minimum=1, label="Photo / paragraph",
+                                             elem_id="photo-number")
+                    earlier = gr.Button("◀ Earlier", elem_id="earlier")
+                    later = gr.Button("Later ▶", elem_id="later")
+                replacement = gr.File(label="Replacement photo (then: rewrite)", type="filepath",
+                                      elem_id="replacement")
+                rewrite = gr.Button("Rewrite this paragraph (sampled)", elem_id="rewrite")
                 num_images = gr.Slider(1, MAX_DRAWN_IMAGES, value=3, step=1, label="Images to draw",
-                                       info="used without photos, when the model has a text-to-image part")
+                                       info="used without photos", visible=can_draw)
                 gate_mode = gr.Radio(list(GATE_MODES), value="model default", label="msaGate mode")
                 with gr.Row():
-                    seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
+                    seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", elem_id="seed")
                     max_new_tokens = gr.Slider(8, 256, value=128, step=8, label="Length (max new tokens)")
                 decoding = gr.Radio(list(DECODINGS), value="beam search", label="Decoding")
-                num_beams = gr.Slider(1, 8, value=1, step=1, label="Beams", info="beam search only")
+                with gr.Row():
+                    num_beams = gr.Slider(1, 8, value=1, step=1, label="Beams", info="beam search only")
+                    rerank = gr.Slider(1, MAX_RERANK, value=1, step=1, label="Candidates per photo",
+                                       info="keep the first about its own photo (1: off); streams only when 1")
                 write = gr.Button("Write the article", variant="primary", elem_id="write")
             with gr.Column():
                 status = gr.Markdown("", elem_id="status")
                 article = gr.HTML(elem_id="article")
-                table = gr.Dataframe(headers=TABLE_HEADERS, label="Per paragraph: msaGate similarity, topic kept",
-                                     interactive=False, elem_id="gate-table")
-                downloads = gr.File(label="Downloads (HTML, Markdown, JSON)", file_count="multiple",
+                table = gr.Dataframe(headers=TABLE_HEADERS, label="Per paragraph: is it about its own photo?",
+                                     interactive=False, elem_id="paragraph-table")
+                downloads = gr.File(label="Downloads (HTML; Markdown + JSON + images as .zip)", file_count="multiple",
                                     interactive=False, elem_id="downloads")
-        write.click(on_write, [topic, photos, num_images, gate_mode, seed, max_new_tokens, decoding, num_beams],
-                    [article, downloads, table, status])
+        found = examples()
+        if found:
+            gr.Examples(found, [topic, photos], label="Examples from the corpus's test split")
+        options = [gate_mode, seed, max_new_tokens, decoding, num_beams, rerank]
+        outputs = [article, downloads, table, status, write, rewrite, article_state, photos_state, gallery]
+        photos.change(on_upload, [photos], [photos_state, gallery, article_state])
+        write.click(on_write, [topic, photos_state, num_images, *options], outputs)
+        rewrite.click(on_rewrite, [article_state, photo_number, replacement, *options, photos_state], outputs)
+        moved = [article, downloads, table, status, article_state, photos_state, gallery]
+        earlier.click(lambda a, p, n: on_move(a, p, n, -1), [article_state, photos_state, photo_number], moved)
+        later.click(lambda a, p, n: on_move(a, p, n, 1), [article_state, photos_state, photo_number], moved)
     return demo
 
 
 def main(argv=None):
     global _model_arg
     parser = argparse.ArgumentParser(description="FlexMUSE web demo")
-    parser.add_argument("--model", help=f"model folder, saved pipeline or Hub id (default: $FLEXMUSE_MODEL or {DEFAULT_MODEL})")
+    parser.add_argument("--model", help=f"model folder, saved pipeline or Hub id (default: $FLEXMUSE_MODEL or the "
+                                        f"first of {', '.join(DEFAULT_MODELS)})")
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     args = parser.parse_args(argv)

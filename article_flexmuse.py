@@ -63,21 +63,34 @@ class Article:
     def to_html(self) -> str:
         """One self-contained page: images inlined as PNG data URIs, all text escaped."""
         lang = html.escape(str(self.metadata.get("lang", "")), quote=True)
-        title = html.escape(self.topic)
-        body = []
-        for number, section in enumerate(self.sections, start=1):
-            data = base64.b64encode(_png_bytes(section.image)).decode("ascii")
-            body.append(
-                f'<figure><img src="data:image/png;base64,{data}" alt="{number}"></figure>\n'
-                f"<p>{html.escape(section.paragraph)}</p>"
-            )
         lang_attr = f' lang="{lang}"' if lang else ""
         return (
-            f"<!DOCTYPE html>\n<html{lang_attr}>\n<head>\n<meta charset=\"utf-8\">\n<title>{title}</title>\n"
-            "<style>body{max-width:44rem;margin:2rem auto;font-family:serif;line-height:1.7;padding:0 1rem}"
-            "img{max-width:100%;border-radius:4px}figure{margin:2rem 0 0.5rem}</style>\n</head>\n<body>\n"
-            f"<h1>{title}</h1>\n" + "\n".join(body) + "\n</body>\n</html>\n"
+            f"<!DOCTYPE html>\n<html{lang_attr}>\n<head>\n<meta charset=\"utf-8\">\n"
+            f"<title>{html.escape(self.topic)}</title>\n<style>body{{{_PAGE_STYLE}}}{_style('')}</style>\n</head>\n"
+            f"<body>\n{self.html_body()}\n</body>\n</html>\n"
         )
+
+    def html_fragment(self, image_sources: list[str] | None = None, notes: list[str | None] | None = None) -> str:
+        """The article for embedding in another page (the web demo): its body in a `div.flexmuse-article`
+        with its style scoped to that div. `image_sources`: data URIs computed earlier (a page redrawn while
+        the paragraphs stream encodes each image once); `notes`: a line of plain text shown under a
+        paragraph, or None."""
+        return (f"<style>.flexmuse-article{{{_PAGE_STYLE}}}{_style('.flexmuse-article ')}</style>"
+                f'<div class="flexmuse-article">{self.html_body(image_sources, notes)}</div>')
+
+    def html_body(self, image_sources: list[str] | None = None, notes: list[str | None] | None = None) -> str:
+        """The heading, then each image with its paragraph (and its note), all text escaped."""
+        sources = image_sources or [image_data_uri(section.image) for section in self.sections]
+        body = [f"<h1>{html.escape(self.topic)}</h1>"]
+        for number, (section, source) in enumerate(zip(self.sections, sources), start=1):
+            # a picture much smaller than the column (the corpus draws 64 px) is enlarged without blurring
+            small = ' class="small"' if max(section.image.size) < _SMALL_IMAGE else ""
+            body.append(f'<figure><img src="{source}" alt="{number}"{small}></figure>\n'
+                        f"<p>{html.escape(section.paragraph)}</p>")
+            note = notes[number - 1] if notes else None
+            if note:
+                body.append(f'<p class="note">{html.escape(note)}</p>')
+        return "\n".join(body)
 
     def to_dict(self) -> dict:
         return {
@@ -169,6 +182,20 @@ def check_output_folder(directory: str, overwrite: bool = False) -> None:
     os.rmdir(probe)
 
 
+_PAGE_STYLE = "max-width:44rem;margin:2rem auto;font-family:serif;line-height:1.7;padding:0 1rem"
+_SMALL_IMAGE = 256  # pixels: a smaller image is shown 16rem wide
+
+
+def _style(scope: str) -> str:
+    return (f"{scope}img{{max-width:100%;border-radius:4px}}{scope}img.small{{width:16rem;image-rendering:pixelated}}"
+            f"{scope}figure{{margin:2rem 0 0.5rem}}{scope}p.note{{color:#a33;font-family:sans-serif;font-size:0.9em}}")
+
+
+def image_data_uri(image: Image.Image) -> str:
+    """`image` as a PNG data URI, for a page that needs no other file."""
+    return "data:image/png;base64," + base64.b64encode(_png_bytes(image)).decode("ascii")
+
+
 def _png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
@@ -185,4 +212,4 @@ def _write_text(path: str, text: str) -> None:
         handle.write(text)
 
 
-__all__ = ["Article", "Section", "check_output_folder"]
+__all__ = ["Article", "Section", "check_output_folder", "image_data_uri"]

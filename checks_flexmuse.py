@@ -16,12 +16,15 @@ from safetensors import SafetensorError, safe_open
 
 # The text-to-image part draws all of an article's images in one batched call: memory grows with the count.
 MAX_DRAWN_IMAGES = 16
+# `rerank` writes this many candidates per image and scores each under every image of its article
+MAX_RERANK = 8
 
 # option: (accepted types, test, what the message asks for)
 _OPTION_RULES = {
     "max_new_tokens": (int, lambda v: v >= 1, "an integer of at least 1"),
     "num_beams": (int, lambda v: v >= 1, "an integer of at least 1"),
     "num_inference_steps": (int, lambda v: v >= 1, "an integer of at least 1"),
+    "rerank": (int, lambda v: 1 <= v <= MAX_RERANK, f"an integer from 1 to {MAX_RERANK}"),
     "num_images": (int, lambda v: 1 <= v <= MAX_DRAWN_IMAGES, f"an integer from 1 to {MAX_DRAWN_IMAGES}"),
     "temperature": ((int, float), lambda v: v > 0, "a number greater than 0"),
     "top_p": ((int, float), lambda v: 0 < v <= 1, "a number in (0, 1]"),
@@ -118,5 +121,5 @@ def user_error_line(prog: str, err: BaseException) -> str:
     return f"{prog}: error: {user_error_message(err)}"
 
 
-__all__ = ["MAX_DRAWN_IMAGES", "check_model_option", "check_writing_options", "is_repo_id", "model_path_kind",
+__all__ = ["MAX_DRAWN_IMAGES", "MAX_RERANK", "check_model_option", "check_writing_options", "is_repo_id", "model_path_kind",
            "user_error_line", "user_error_message"]

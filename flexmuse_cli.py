@@ -1,4 +1,5 @@
-"""`flexmuse` command line: `flexmuse write ...` writes an illustrated article to a folder."""
+"""`flexmuse` command line: `flexmuse write ...` writes an illustrated article to a folder, `flexmuse rewrite ...`
+writes some of its paragraphs anew."""
 
 import argparse
 import os
@@ -16,28 +17,54 @@ def _write_parser(subparsers, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True,
                         help="FlexMUSE model repo or a saved FlexMusePipeline folder (hub id or local dir)")
     parser.add_argument("--topic", required=True, help="the article's topic or title")
+    _decoding_arguments(parser)
     parser.add_argument("--images", nargs="+", metavar="IMAGE", help="image files, one paragraph each")
     parser.add_argument("--num-images", type=int, default=None,
                         help="images to draw when no --images are given (default 3)")
     parser.add_argument("--t2i", default=None, help="Stable Diffusion repo for the text-to-image part")
-    parser.add_argument("--seed", type=int, default=None, help="makes images, gate and sampling reproducible")
+    parser.add_argument("--num-inference-steps", type=int, default=50)
+    parser.add_argument("--guidance-scale", type=float, default=7.5)
+    parser.set_defaults(func=_write)
+
+
+def _decoding_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options `write` and `rewrite` share: output folder, decoding, device."""
     parser.add_argument("--out", required=True, help="output folder (article.html, article.md, images/)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the article already in --out (otherwise a non-empty --out is refused)")
+    parser.add_argument("--seed", type=int, default=None, help="makes images, gate and sampling reproducible")
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--num-beams", type=int, default=1)
     parser.add_argument("--do-sample", action="store_true")
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--rerank", type=int, default=1, metavar="K",
+                        help="write K candidates per image and keep the first about its own image (default 1)")
+    parser.add_argument("--stream", action="store_true",
+                        help="print the paragraphs as they are written (under beam search or --rerank, each "
+                        "when it is final)")
     # configuration_flexmuse.GATE_MODES (a test holds them equal): importing it here would load
     # transformers before `flexmuse --help` could answer
     parser.add_argument("--gate-mode", choices=("sample", "open", "closed"), default=None)
-    parser.add_argument("--num-inference-steps", type=int, default=50)
-    parser.add_argument("--guidance-scale", type=float, default=7.5)
     parser.add_argument("--device", default="cuda" if _cuda_available() else "cpu")
     parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
-    parser.set_defaults(func=_write)
 
+
+def _rewrite_parser(subparsers, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "rewrite", parents=[common], help="write some paragraphs of a saved article anew, keeping the others",
+        description="Rewrite paragraphs of a saved article (the folder `flexmuse write` wrote): the paragraphs "
+        "named by --paragraph are written anew from their images, the others are kept as they are.",
+    )
+    parser.add_argument("--article", required=True, help="the saved article's folder (or its article.json)")
+    parser.add_argument("--paragraph", type=int, action="append", default=[], metavar="N",
+                        help="a paragraph to rewrite, numbered from 1 as in the article (repeatable)")
+    parser.add_argument("--replace-image", nargs=2, action="append", default=[], metavar=("N", "IMAGE"),
+                        help="replace photo N by IMAGE and rewrite its paragraph (repeatable)")
+    parser.add_argument("--model", default=None,
+                        help="FlexMUSE model repo or saved pipeline (default: the model the article names)")
+    _decoding_arguments(parser)
+    parser.set_defaults(func=_rewrite)
 
 def _cuda_available() -> bool:
     import torch
@@ -59,36 +86,99 @@ def _check_device(device: str) -> None:
         raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
 
 
+def _decoding(args: argparse.Namespace) -> dict:
+    return {"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams, "do_sample": args.do_sample,
+            "temperature": args.temperature, "top_p": args.top_p, "rerank": args.rerank, "gate_mode": args.gate_mode}
+
+
+def _load_pipeline(args: argparse.Namespace, model: str, t2i: str | None = None):
+    import torch
+
+    from pipeline_flexmuse import FlexMusePipeline
+
+    return FlexMusePipeline.load(model, t2i=t2i, dtype=getattr(torch, args.dtype)).to(args.device)
+
+
+def _streamer(args: argparse.Namespace, pipe):
+    if not args.stream:
+        return None
+    from streaming_flexmuse import ConsoleStreamer
+
+    return ConsoleStreamer(pipe.processor.tokenizer)
+
+
 def _write(args: argparse.Namespace) -> int:
     import torch
 
     from article_flexmuse import check_output_folder
     from checks_flexmuse import check_writing_options
     from images_flexmuse import load_images
-    from pipeline_flexmuse import FlexMusePipeline
 
     # every mistake that can be seen from the options fails here, before any model loads
     check_writing_options({
         "num_images": None if args.images else args.num_images, "num_inference_steps": args.num_inference_steps,
-        "max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams, "temperature": args.temperature,
-        "top_p": args.top_p,
+        **_decoding(args),
     }, cli=True)
     _check_device(args.device)
     check_output_folder(args.out, args.overwrite)
     images = load_images(args.images) if args.images else None
-    dtype = getattr(torch, args.dtype)
-    pipe = FlexMusePipeline.load(args.model, t2i=args.t2i, dtype=dtype).to(args.device)
+    pipe = _load_pipeline(args, args.model, args.t2i)
     generator = None if args.seed is None else torch.Generator().manual_seed(args.seed)
     output = pipe(
         args.topic, images=images, num_images=args.num_images, generator=generator,
         num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale,
-        max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, do_sample=args.do_sample,
-        temperature=args.temperature, top_p=args.top_p, gate_mode=args.gate_mode,
+        streamer=_streamer(args, pipe), **_decoding(args),
     )
     output.article.metadata["model"] = args.model
+    if args.seed is not None:
+        output.article.metadata["seed"] = args.seed
     output.article.save(args.out, overwrite=args.overwrite)
     print(f"wrote {len(output.paragraphs)} sections to {os.path.join(args.out, 'article.html')} "
           f"(also article.md, article.json, images/)")
+    return 0
+
+
+def _rewrite(args: argparse.Namespace) -> int:
+    import torch
+
+    from article_flexmuse import Article, check_output_folder
+    from checks_flexmuse import check_writing_options
+    from images_flexmuse import load_images
+    from writing_flexmuse import check_rewrite_indices
+
+    check_writing_options(_decoding(args), cli=True)
+    _check_device(args.device)
+    article = Article.load(args.article)
+    replaced = {}
+    for number, path in args.replace_image:
+        if not number.isdigit():
+            raise ValueError(f"--replace-image {number} {path}: N must be a photo number from 1 to "
+                             f"{len(article.sections)}")
+        replaced[int(number) - 1] = load_images([path])[0]
+    numbers = sorted(set(args.paragraph) | {index + 1 for index in replaced})
+    if not numbers:
+        raise ValueError("nothing to rewrite: give --paragraph N (numbered from 1) or --replace-image N IMAGE")
+    try:
+        indices = check_rewrite_indices(article, [number - 1 for number in numbers])
+    except ValueError:
+        raise ValueError(f"--paragraph {', '.join(map(str, numbers))}: the article has {len(article.sections)} paragraphs, numbered "
+                         f"1 to {len(article.sections)}") from None
+    model = args.model or article.metadata.get("model")
+    if not model:
+        raise ValueError(f"{args.article!r} does not name the model that wrote it: pass --model")
+    check_output_folder(args.out, args.overwrite)
+    for index, image in replaced.items():
+        article.sections[index].image = image
+    pipe = _load_pipeline(args, model)
+    generator = None if args.seed is None else torch.Generator().manual_seed(args.seed)
+    output = pipe.rewrite(article, indices, generator=generator, streamer=_streamer(args, pipe), **_decoding(args))
+    record = output.article.metadata["rewrites"][-1]
+    record["model"] = model
+    if args.seed is not None:
+        record["seed"] = args.seed
+    output.article.save(args.out, overwrite=args.overwrite)
+    print(f"rewrote paragraph{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))} into "
+          f"{os.path.join(args.out, 'article.html')}")
     return 0
 
 
@@ -122,6 +212,28 @@ def _make_corpus(args: argparse.Namespace) -> int:
     return 0
 
 
+def _space_parser(subparsers, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "make-space", parents=[common], help="assemble a Hugging Face Space folder for the web demo",
+        description="Write a Space folder: app.py and the modules it imports, requirements.txt, a README.md with "
+        "the Space front matter, the model (copied into model/) and example articles from the corpus.",
+    )
+    parser.add_argument("--out", required=True, help="the Space folder")
+    parser.add_argument("--model", required=True, help="a FlexMUSE model or pipeline folder (copied), or a Hub id")
+    parser.add_argument("--data", default=None, help="a corpus whose test articles become the page's examples")
+    parser.add_argument("--examples", type=int, default=3)
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier Space folder at --out")
+    parser.set_defaults(func=_make_space)
+
+
+def _make_space(args: argparse.Namespace) -> int:
+    from flexmuse_training.space import make_space
+
+    make_space(args.out, args.model, data=args.data, examples=args.examples, overwrite=args.overwrite)
+    print(f"wrote the Space folder {args.out} (upload it to a Space with sdk: gradio)")
+    return 0
+
+
 def _evaluate_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "evaluate", help="score a trained model on a test split (ROUGE, BERTScore, LLM judge, alignment)",
@@ -152,7 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     _write_parser(subparsers, common)
+    _rewrite_parser(subparsers, common)
     _corpus_parser(subparsers, common)
+    _space_parser(subparsers, common)
     _evaluate_parser(subparsers)
     return parser
 

@@ -22,14 +22,14 @@ try:
     from .images_flexmuse import ImageInput, load_images
     from .modeling_flexmuse import FlexMuseForConditionalGeneration, dtype_kwargs
     from .processing_flexmuse import FlexMuseProcessor, check_topic
-    from .writing_flexmuse import draw_seeds, write_articles
+    from .writing_flexmuse import draw_seeds, rewrite_article, write_articles
 except ImportError:  # imported as a top-level module from a checkout
     from article_flexmuse import Article
     from checks_flexmuse import check_writing_options, model_path_kind
     from images_flexmuse import ImageInput, load_images
     from modeling_flexmuse import FlexMuseForConditionalGeneration, dtype_kwargs
     from processing_flexmuse import FlexMuseProcessor, check_topic
-    from writing_flexmuse import draw_seeds, write_articles
+    from writing_flexmuse import draw_seeds, rewrite_article, write_articles
 
 EXAMPLE_DOC_STRING = """
     Examples:
@@ -214,6 +214,9 @@ class FlexMusePipeline(DiffusionPipeline):
         temperature: float = 1.0,
         top_p: float = 1.0,
         gate_mode: str | None = None,
+        rerank: int = 1,
+        image_specificity: bool = True,
+        streamer=None,
         output_type: str = "pil",
         return_dict: bool = True,
         **generate_kwargs: Any,
@@ -236,6 +239,17 @@ class FlexMusePipeline(DiffusionPipeline):
                 `generate` option): decoding of the paragraphs.
             gate_mode (`str`, *optional*): msaGate (Eq. 1) mode, one of `configuration_flexmuse.GATE_MODES`;
                 default from the model config.
+            rerank (`int`, defaults to 1): write this many candidates per image (samples with `do_sample`,
+                else the best beams of a search at least this wide) and keep the first that is likelier under
+                its own image than under any other of the article (the most specific when none is).
+                1 is plain writing.
+            image_specificity (`bool`, defaults to `True`): score each paragraph under every image of the
+                article; each section's metadata then holds `image_specificity` (nats per token by which
+                the paragraph is likelier under its own image than under the likeliest other one; None
+                for a one-image article) and `image_specificity_low` (≤ 0: it may describe another image).
+            streamer ([`ParagraphStreamer`] or another `BaseStreamer`, *optional*): receives every
+                paragraph's tokens as they are decoded, all paragraphs in one batch. Under beam search
+                and with `rerank` a paragraph is final only at the end: it then arrives whole.
             output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"` or `"pt"` for `images`.
             return_dict (`bool`, defaults to `True`): return a [`FlexMusePipelineOutput`] instead of
                 the tuple `(paragraphs, images)`.
@@ -243,7 +257,7 @@ class FlexMusePipeline(DiffusionPipeline):
         Examples:
         """
         self.check_inputs(topic, images, num_images, num_inference_steps, max_new_tokens, num_beams, temperature,
-                          top_p, output_type, generate_kwargs)
+                          top_p, output_type, {"rerank": rerank, **generate_kwargs})
         pictures = None if images is None else load_images(images)  # fail before any work
         count = num_images if pictures is None else len(pictures)
         if count is None:
@@ -254,8 +268,8 @@ class FlexMusePipeline(DiffusionPipeline):
 
         article = write_articles(
             self.model, self.processor, [topic], [pictures], gate_seed, decode_seed, gate_mode=gate_mode,
-            max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=do_sample, temperature=temperature,
-            top_p=top_p, **generate_kwargs,
+            rerank=rerank, image_specificity=image_specificity, streamer=streamer, max_new_tokens=max_new_tokens,
+            num_beams=num_beams, do_sample=do_sample, temperature=temperature, top_p=top_p, **generate_kwargs,
         )[0]
         if images is None:
             article.metadata["seeds"]["images"] = image_seeds
@@ -263,6 +277,58 @@ class FlexMusePipeline(DiffusionPipeline):
                 section.metadata["seed"] = seed
         self.maybe_free_model_hooks()
 
+        return self._output(article, output_type, return_dict)
+
+    @torch.no_grad()
+    def rewrite(
+        self,
+        article: Article | str,
+        indices: int | Sequence[int],
+        generator: torch.Generator | None = None,
+        max_new_tokens: int = 128,
+        num_beams: int = 1,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        gate_mode: str | None = None,
+        rerank: int = 1,
+        streamer=None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        **generate_kwargs: Any,
+    ) -> FlexMusePipelineOutput | tuple:
+        r"""
+        Write some paragraphs of an article anew and keep the rest byte for byte.
+
+        Args:
+            article (`Article` or `str`): the article, or the folder (or article.json) of a saved one. To
+                replace a photo, set `article.sections[i].image` and rewrite paragraph i.
+            indices (`int` or `list[int]`): the paragraphs to rewrite, 0-based.
+            generator, max_new_tokens, num_beams, do_sample, temperature, top_p, gate_mode, rerank,
+                streamer, output_type, return_dict: as in `__call__`; the streamer receives the rewritten
+                paragraphs only, in order.
+
+        Returns a new [`FlexMusePipelineOutput`] (the given article is not changed): the kept paragraphs,
+        images and topic are those of `article`; its metadata records the rewrite under `rewrites`, and
+        every paragraph's image specificity is scored again.
+        """
+        if not isinstance(article, Article):
+            article = Article.load(article)
+        check_writing_options({"max_new_tokens": max_new_tokens, "num_beams": num_beams, "temperature": temperature,
+                               "top_p": top_p, "rerank": rerank, **generate_kwargs})
+        if output_type not in ("pil", "np", "pt"):
+            raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
+        gate_seed, decode_seed = draw_seeds(generator, 2)
+        rewritten = rewrite_article(
+            self.model, self.processor, article, indices, gate_seed, decode_seed, gate_mode=gate_mode, rerank=rerank,
+            streamer=streamer, max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=do_sample,
+            temperature=temperature, top_p=top_p, **generate_kwargs,
+        )
+        self.maybe_free_model_hooks()
+        return self._output(rewritten, output_type, return_dict)
+
+    @staticmethod
+    def _output(article: Article, output_type: str, return_dict: bool):
         out_images = _convert_images(article.images, output_type)
         if not return_dict:
             return article.paragraphs, out_images

@@ -68,14 +68,15 @@ def main():
     server, url = serve_app(args.model, None)
     driver = None
     try:
-        driver = headless_chrome()
+        driver = headless_chrome(1900)
         wait = WebDriverWait(driver, 120)
         driver.get(url)
         wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#topic textarea")).send_keys(article["topic"])
         driver.find_element(By.CSS_SELECTOR, "#photos input[type=file]").send_keys("\n".join(photos))
-        wait.until(lambda d: all(f"photo{n}" in d.find_element(By.ID, "photos").text for n in range(1, len(photos) + 1)))
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#gallery img")) == len(photos))
         driver.find_element(By.ID, "write").click()
-        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#article .flexmuse-article img")) == len(photos))
+        wait.until(lambda d: "Wrote" in d.find_element(By.ID, "status").text)
+        driver.execute_script("window.scrollTo(0, 0)")
         time.sleep(1)
         driver.save_screenshot(args.out)
     finally:

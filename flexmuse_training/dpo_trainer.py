@@ -115,7 +115,8 @@ def sampled_rejected_rows(model, processor, articles: Dataset, seed: int = 0, ma
     for start in tqdm(range(0, len(articles), batch_size), desc="sampling rejected paragraphs", disable=disable_tqdm):
         batch = articles.select(range(start, min(start + batch_size, len(articles))))
         written = write_articles(model, processor, batch["topic"], batch["images"], gate_seed=seed + start,
-                                 decode_seed=seed + start, do_sample=True, max_new_tokens=max_new_tokens)
+                                 decode_seed=seed + start, do_sample=True, max_new_tokens=max_new_tokens,
+                                 image_specificity=False)
         paragraphs.extend(article.paragraphs for article in written)
     rows = sampled_dpo_rows(articles, paragraphs)
     logger.info("sampled rejected: kept %d of %d prompts (the others reproduced the reference)", len(rows),

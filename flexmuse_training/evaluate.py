@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from transformers import HfArgumentParser
 
-from checks_flexmuse import check_model_option
+from checks_flexmuse import check_model_option, check_writing_options
 from modeling_flexmuse import FlexMuseForConditionalGeneration
 from processing_flexmuse import FlexMuseProcessor
 
@@ -40,6 +40,7 @@ class EvaluateArguments:
     batch_articles: int = field(default=16, metadata={"help": "articles written per generate call"})
     max_new_tokens: int = 256
     num_beams: int = 1
+    rerank: int = field(default=1, metadata={"help": "candidates per image, the first about its own image kept"})
     seed: int = field(default=0, metadata={"help": "seeds the msaGate draws and any sampling"})
     rouge_tokenization: str = field(default="char", metadata={"help": "Chinese ROUGE units: char | jieba"})
     bertscore: bool = True
@@ -77,6 +78,7 @@ def bar_chart(scores: dict, path: str, title: str) -> None:
 def main(argv=None):
     (args,) = HfArgumentParser(EvaluateArguments).parse_args_into_dataclasses(args=argv)
     check_model_option("model", args.model)  # before the data: a typo costs no loading
+    check_writing_options({"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams, "rerank": args.rerank})
     if args.update_model_card and not os.path.isdir(args.update_model_card):
         raise FileNotFoundError(f"--update_model_card {args.update_model_card!r}: no such folder")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -96,7 +98,8 @@ def main(argv=None):
                             timeout=args.judge_timeout, retries=args.judge_retries, max_workers=args.judge_workers,
                             cache_path=args.judge_cache or os.path.join(args.out, "judge_cache.jsonl"))
     evaluator = Evaluator(extra_metrics=extra, max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
-                          seed=args.seed, batch_articles=args.batch_articles, rouge_tokenization=args.rouge_tokenization,
+                          rerank=args.rerank, seed=args.seed, batch_articles=args.batch_articles,
+                          rouge_tokenization=args.rouge_tokenization,
                           bertscore_model=args.bertscore_model, bertscore_layers=args.bertscore_layers, judge=judge)
     result = evaluator(model, processor, articles)
     if judge is not None:

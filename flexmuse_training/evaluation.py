@@ -22,7 +22,7 @@ from article_flexmuse import Article
 from writing_flexmuse import write_articles
 
 from .data import language_of
-from .grounding import grounding_scores
+from .grounding import correct_paragraphs, grounding_scores
 from .judge import CRITERIA, JudgeClient, aggregate
 from .probes import alignment_matrices, alignment_scores, clip_similarity, swapped_alignment_scores
 from .text_metrics import bertscore_f1, distinct_n, rouge_scores, self_bleu, text_units, topic_consistency
@@ -41,6 +41,9 @@ METRIC_LABELS = {
     "topic_consistency": "topic consistency", "distinct_2": "distinct-2", "self_bleu": "self-BLEU",
     "gate_masked": "msaGate: topics masked", "gate_similarity_mean": "msaGate: mean σ",
     "clip_similarity": "CLIP paragraph-image similarity",
+    "image_specificity_mean": "image specificity (nats/token)", "image_specificity_low": "flagged low specificity",
+    "image_specificity_auc": "specificity AUC: wrong below right", "image_specificity_flag_precision":
+    "flagged and wrong / flagged", "image_specificity_flag_recall": "wrong and flagged / wrong",
     **{name: name for name in CRITERIA},
 }
 
@@ -193,6 +196,38 @@ def _grounding(s: _Scoring) -> dict:
     return grounding_scores(s.predictions, topics, truth, s.lang, article_ids=article_ids)
 
 
+def _specificity(s: _Scoring) -> dict:
+    """The image specificity of each written paragraph (computed while writing, see
+    `writing_flexmuse.image_specificity_scores`): the mean and the share flagged low. Where the grounding
+    can be read (the offline corpus), whether the score finds the paragraphs a reader would find wrong:
+    `image_specificity_auc`, the chance that a wrongly grounded paragraph scores below a right one (ties
+    half; 0.5 is no better than chance), and the flag's precision and recall for wrong paragraphs."""
+    sections = [(article, section) for article in s.written for section in article.sections]
+    scored = [(a, sec) for a, sec in sections if sec.metadata.get("image_specificity") is not None]
+    if not scored:
+        s.info.setdefault("skipped", {})["specificity"] = "no article of two images or more (nothing to compare)"
+        return {}
+    values = [sec.metadata["image_specificity"] for _, sec in scored]
+    low = [sec.metadata["image_specificity_low"] for _, sec in scored]
+    scores = {"image_specificity_mean": sum(values) / len(values), "image_specificity_low": sum(low) / len(low)}
+    if not all(s.articles["attributes"]):
+        return scores
+    truth = {id(sec): attrs for article, record in zip(s.written, s.articles["attributes"])
+             for sec, attrs in zip(article.sections, record)}
+    right = correct_paragraphs([sec.paragraph for _, sec in scored], [a.topic for a, _ in scored],
+                               [truth[id(sec)] for _, sec in scored], s.lang)
+    wrong_values = [v for v, ok in zip(values, right) if not ok]
+    right_values = [v for v, ok in zip(values, right) if ok]
+    if wrong_values and right_values:
+        below = sum((w < r) + 0.5 * (w == r) for w in wrong_values for r in right_values)
+        scores["image_specificity_auc"] = below / (len(wrong_values) * len(right_values))
+    if any(low):
+        scores["image_specificity_flag_precision"] = sum(f and not ok for f, ok in zip(low, right)) / sum(low)
+    if wrong_values:
+        scores["image_specificity_flag_recall"] = sum(f and not ok for f, ok in zip(low, right)) / len(wrong_values)
+    return scores
+
+
 def _gate(s: _Scoring) -> dict:
     """What the msaGate did while writing: the share of (topic, image) pairs whose topic it masked,
     and the similarity σ (Eq. 1) it compared with u (its quartiles go to `info`)."""
@@ -224,11 +259,12 @@ def _judge(s: _Scoring) -> dict:
 
 METRICS: dict[str, Callable[[_Scoring], dict]] = {
     "rouge": _rouge, "bertscore": _bertscore, "alignment": _alignment, "swapped": _swapped, "grounding": _grounding,
-    "topic": _topic, "diversity": _diversity, "gate": _gate, "clip": _clip, "judge": _judge,
+    "topic": _topic, "diversity": _diversity, "gate": _gate, "specificity": _specificity, "clip": _clip,
+    "judge": _judge,
 }
 # what every scoring place reports (training-time evaluation, the demo, the ablation, `flexmuse
 # evaluate`); the last adds the costlier or optional ones
-DEFAULT_METRICS = ("rouge", "alignment", "swapped", "grounding", "topic", "diversity", "gate")
+DEFAULT_METRICS = ("rouge", "alignment", "swapped", "grounding", "topic", "diversity", "gate", "specificity")
 
 
 class Evaluator:
@@ -240,6 +276,7 @@ class Evaluator:
             `diversity`, `gate`, `clip`, `judge`); default `DEFAULT_METRICS`.
         extra_metrics: computed after `metrics` (e.g. `("clip", "bertscore")` beside the defaults).
         max_new_tokens, num_beams: decoding of the paragraphs (greedy by default).
+        rerank: candidates written per image, the first about its own image kept (1: plain writing).
         seed: seeds the msaGate draws (writing and alignment), so a rerun scores the same articles.
         batch_articles: articles written per `generate` call.
         rouge_tokenization: Chinese ROUGE units, `char` or `jieba` (distinct-2, self-BLEU and topic
@@ -249,7 +286,8 @@ class Evaluator:
     """
 
     def __init__(self, metrics: Sequence[str] | None = None, extra_metrics: Sequence[str] = (),
-                 max_new_tokens: int = 128, num_beams: int = 1, seed: int = 0, batch_articles: int = 16, rouge_tokenization: str = "char",
+                 max_new_tokens: int = 128, num_beams: int = 1, seed: int = 0, batch_articles: int = 16,
+                 rouge_tokenization: str = "char", rerank: int = 1,
                  bertscore_model: str | None = None, bertscore_layers: int | None = None,
                  judge: JudgeClient | None = None):
         metrics = [*(DEFAULT_METRICS if metrics is None else metrics), *extra_metrics]
@@ -257,7 +295,7 @@ class Evaluator:
         if unknown:
             raise ValueError(f"unknown metrics {unknown}; choose from {sorted(METRICS)}")
         self.metrics = list(metrics)
-        self.max_new_tokens, self.num_beams, self.seed = max_new_tokens, num_beams, seed
+        self.max_new_tokens, self.num_beams, self.seed, self.rerank = max_new_tokens, num_beams, seed, rerank
         self.batch_articles, self.rouge_tokenization = batch_articles, rouge_tokenization
         self.bertscore_model, self.bertscore_layers, self.judge = bertscore_model, bertscore_layers, judge
 
@@ -269,7 +307,7 @@ class Evaluator:
             part = articles.select(range(start, min(start + self.batch_articles, len(articles))))
             written += write_articles(model, processor, part["topic"], part["images"], gate_seed=self.seed + start,
                                       decode_seed=self.seed + start, max_new_tokens=self.max_new_tokens,
-                                      num_beams=self.num_beams)
+                                      num_beams=self.num_beams, rerank=self.rerank)
         return written
 
     def __call__(self, model, processor, articles: Dataset) -> EvaluationResult:

@@ -239,6 +239,15 @@ def grounding_scores(predictions: Sequence[str], topics: Sequence[str], attribut
     return scores
 
 
+def correct_paragraphs(predictions: Sequence[str], topics: Sequence[str], attributes: Sequence[dict],
+                       lang: str) -> list[bool]:
+    """Per paragraph, whether `parse_paragraph` reads all three of its image's attributes right (what
+    `grounding_all` counts)."""
+    return [all(parsed[key] == truth[key] for key in _ATTRIBUTES)
+            for parsed, truth in ((parse_paragraph(t, topic, lang), truth)
+                                  for t, topic, truth in zip(predictions, topics, attributes))]
+
+
 def _sibling_confusion(parsed: list, attributes: Sequence[dict], article_ids: Sequence) -> tuple[int, int]:
     """(paragraphs describing a sibling rather than their own image, paragraphs with a sibling), as
     `grounding_scores` defines them."""

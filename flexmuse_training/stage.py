@@ -18,6 +18,7 @@ from .corpus import is_offline_corpus
 from .data import check_dpo_articles, language_of, load_training_splits
 from .hub import base_models_of
 from .models import base_model_ids, check_model_args, load_model_and_processor, lora_config
+from .repetition import no_repeat_ngram_size
 from .trainer_args import check_run_args, clear_earlier_run
 from .trainer_utils import RunInfo
 
@@ -62,6 +63,12 @@ def start_stage(stage: str, config_class: type, argv: Sequence[str] | None = Non
         if evaluation is not None:
             check_dpo_articles(evaluation, data_args.dataset, data_args.eval_split)
     model, processor = load_model_and_processor(model_args)
+    if stage == "sft":
+        # saved in generation_config.json: every later writer (mscDPO, the pipelines, the demo) inherits it
+        model.generation_config.no_repeat_ngram_size = no_repeat_ngram_size(
+            processor.tokenizer, (p for paragraphs in train["paragraphs"] for p in paragraphs))
+        logging.getLogger("flexmuse.sft").info("no_repeat_ngram_size %d (one more than the corpus repeats)",
+                                               model.generation_config.no_repeat_ngram_size)
     clear_earlier_run(args)
     return StageRun(stage, model_args, data_args, args, train, evaluation, model, processor)
 

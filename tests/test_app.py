@@ -9,9 +9,11 @@ import html
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import zipfile
 
 import pytest
 from PIL import Image
@@ -49,30 +51,88 @@ def photos(tmp_path_factory):
     return paths
 
 
-def test_write_article_html_downloads_and_table(model_dir, photos):
-    first = app.write_article(TOPIC, photos[:2], model=model_dir, **FAST)
-    second = app.write_article(TOPIC, photos[:3], model=model_dir, **FAST)
+def write(topic, photos, model, **options):
+    """Run a write request through the page's stream; (shell, streamed texts, result)."""
+    items = list(app.write_stream(topic, photos, options=app.Options(**{**FAST, **options}), model=model))
+    return items[0], items[1:-1], items[-1]
+
+
+def test_write_streams_then_saves_html_downloads_and_table(model_dir, photos):
+    shell, streamed, first = write(TOPIC, photos[:2], model_dir)
+    _, _, second = write(TOPIC, photos[:3], model_dir)
+    assert shell.paragraphs == ["", ""] and [s.image.size for s in shell.sections] == [(64, 48)] * 2
+    assert streamed and all(len(texts) == 2 for texts in streamed)  # the page redraws while it writes
+    assert streamed[-1] == first.article.paragraphs  # what streamed is what was written
     assert len(first.article.paragraphs) == 2 and all(first.article.paragraphs)
     for paragraph in first.article.paragraphs:
         assert f"<p>{html.escape(paragraph)}</p>" in first.html
     assert first.html.count("<img src=\"data:image/png;base64,") == 2
     assert "<body" not in first.html  # the article's own page style does not leak into the app's page
-    # downloads: HTML, Markdown, JSON in a fresh folder per request
-    assert [os.path.basename(f) for f in first.files] == ["article.html", "article.md", "article.json"]
-    assert all(os.path.isfile(f) for f in first.files + second.files)
-    assert first.folder != second.folder and not os.path.commonpath([first.files[0], second.files[0]]).endswith("article")
-    saved = json.load(open(first.files[2], encoding="utf-8"))
+    # downloads: the self-contained HTML page, and a zip whose Markdown finds its images, in a fresh folder
+    assert [os.path.basename(f) for f in first.files] == ["article.html", "article.zip"]
+    with zipfile.ZipFile(first.files[1]) as archive:
+        names = set(archive.namelist())
+        markdown = archive.read("article.md").decode()
+        saved = json.loads(archive.read("article.json"))
+    assert {"article.md", "article.json", "images/01.png", "images/02.png"} <= names
+    assert all(link in names for link in re.findall(r"\]\((images/[^)]+)\)", markdown))
+    assert first.folder != second.folder
     assert [s["paragraph"] for s in saved["sections"]] == first.article.paragraphs
-    # the table: one row per paragraph with the gate similarity and whether the topic was kept
+    assert saved["metadata"]["seed"] == FAST["seed"]  # the seed the user typed, beside the derived ones
+    # the table: one row per paragraph, its image specificity and check, the msaGate's similarity and decision
     assert [row[0] for row in second.table] == [1, 2, 3]
     for row, section in zip(second.table, second.article.sections):
-        assert row[1] == section.metadata["gate_similarity"]
-        assert row[2] == ("yes" if section.metadata["gate_keep"] else "no")
+        assert row[1] == section.metadata["image_specificity"]
+        assert row[2] == ("⚠ low" if section.metadata["image_specificity_low"] else "ok")
+        assert row[3] == section.metadata["gate_similarity"]
+        assert row[4].startswith("yes" if section.metadata["gate_keep"] else "no")
     shutil.rmtree(first.folder), shutil.rmtree(second.folder)
 
 
+def test_a_low_paragraph_is_flagged_in_the_page(model_dir, photos):
+    *_, result = write(TOPIC, photos[:3], model_dir)
+    low = [s.metadata["image_specificity_low"] for s in result.article.sections]
+    assert result.html.count(app.LOW_NOTE) == sum(low)
+    flagged = app.article_html(result.article)
+    result.article.sections[0].metadata["image_specificity_low"] = not low[0]
+    assert app.article_html(result.article).count(app.LOW_NOTE) == flagged.count(app.LOW_NOTE) + (1 if not low[0] else -1)
+    shutil.rmtree(result.folder)
+
+
+def test_rewrite_changes_only_that_paragraph_and_a_replaced_photo(model_dir, photos):
+    *_, written = write(TOPIC, photos[:3], model_dir)
+    items = list(app.rewrite_stream(written.article, 2, app.Options(seed=5, decoding="sampling", max_new_tokens=8),
+                                    model=model_dir))
+    shell, streamed, rewritten = items[0], items[1:-1], items[-1]
+    assert shell.paragraphs == written.article.paragraphs
+    assert streamed and all(texts[0] == written.article.paragraphs[0] for texts in streamed)
+    old, new = written.article.paragraphs, rewritten.article.paragraphs
+    assert new[0] == old[0] and new[2] == old[2] and new[1] != old[1]
+    assert rewritten.article.metadata["rewrites"][-1]["seed"] == 5
+    # a replaced photo: its image changes, its paragraph is written for the new one, the others stay
+    *_, replaced = app.rewrite_stream(rewritten.article, 1, app.Options(**FAST), model=model_dir, image=photos[2])
+    assert replaced.article.sections[0].image.tobytes() == Image.open(photos[2]).convert("RGB").tobytes()
+    assert replaced.article.paragraphs[1:] == new[1:]
+    with pytest.raises(ValueError, match="paragraph must be a number from 1 to 3"):
+        next(app.rewrite_stream(written.article, 4, model=model_dir))
+    for result in (written, rewritten, replaced):
+        shutil.rmtree(result.folder)
+
+
+def test_moving_a_photo_moves_its_paragraph(model_dir, photos):
+    *_, written = write(TOPIC, photos[:3], model_dir)
+    moved_photos, moved = app.reorder(written.article, photos[:3], 3, -1)
+    assert moved_photos == [photos[0], photos[2], photos[1]]
+    assert moved.paragraphs == [written.article.paragraphs[i] for i in (0, 2, 1)]
+    assert [s.image for s in moved.sections] == [written.article.sections[i].image for i in (0, 2, 1)]
+    assert app.reorder(written.article, photos[:3], 1, -1) == (photos[:3], written.article)  # already first
+    with pytest.raises(ValueError, match="photo must be a number from 1 to 3"):
+        app.reorder(written.article, photos[:3], 0, 1)
+    shutil.rmtree(written.folder)
+
+
 def test_each_photo_is_normalised_once(model_dir, photos, normalised):
-    result = app.write_article(TOPIC, photos[:2], model=model_dir, **FAST)
+    *_, result = write(TOPIC, photos[:2], model_dir)
     assert len(normalised) == 2  # by the app; the pipeline and the processor use its pictures
     shutil.rmtree(result.folder)
 
@@ -81,12 +141,19 @@ def test_model_is_loaded_once(model_dir):
     assert app.get_pipeline(model_dir) is app.get_pipeline(model_dir)
 
 
+def handler_status(handler, *args):
+    """The status line of a page handler's last update, and whether the buttons end enabled."""
+    *_, last = handler(*args)
+    return last[3], last[4]["interactive"]
+
+
 @pytest.mark.parametrize("topic, files, message", [
     ("", 2, "empty topic"),
     ("   ", 1, "empty topic"),
+    ("x" * (app.MAX_TOPIC_CHARS + 1), 1, f"keep it to {app.MAX_TOPIC_CHARS}"),
     (TOPIC, 0, "no text-to-image part"),
     (TOPIC, 9, "9 photos uploaded: upload at most 8"),
-    (TOPIC, "text", "cannot read image"),
+    (TOPIC, "text", "photo 1 (notes.png) is not an image"),
 ])
 def test_bad_input_gives_its_message(model_dir, photos, tmp_path, topic, files, message):
     if files == "text":
@@ -97,24 +164,47 @@ def test_bad_input_gives_its_message(model_dir, photos, tmp_path, topic, files, 
         files = (photos * 3)[:files]
     app._model_arg = model_dir
     try:
-        article, downloads, table, status = app.on_write(topic, files, 3, "model default", 0, 8, "beam search", 1,
-                                                         progress=lambda *a, **k: None)
+        status, enabled = handler_status(app.on_write, topic, files, 3, "model default", 0, 8, "beam search", 1, 1)
     finally:
         app._model_arg = None
     assert status.startswith("**Error:**") and message in status, status
-    assert (article, downloads, table) == ("", None, [])
-    assert "Traceback" not in status
+    assert "Traceback" not in status and str(tmp_path) not in status and enabled
+
+
+def test_bad_options_give_their_message(model_dir, photos):
+    status, _ = handler_status(app.on_write, TOPIC, photos[:1], 3, "model default", 2**70, 8, "beam search", 1, 1)
+    assert "seed must be a whole number" in status
+    status, _ = handler_status(app.on_write, TOPIC, photos[:1], 3, "model default", 0, 8, "beam search", 1, 99)
+    assert "rerank must be an integer from 1 to 8" in status
+    status, _ = handler_status(app.on_rewrite, None, 1, None, "model default", 0, 8, "beam search", 1, 1, [])
+    assert "write an article first" in status
 
 
 def test_missing_model_says_make_demo(tmp_path, monkeypatch, photos):
     monkeypatch.chdir(tmp_path)  # no out/dpo here
     monkeypatch.delenv("FLEXMUSE_MODEL", raising=False)
     assert "make demo" in app.model_status()
-    *_, status = app.on_write(TOPIC, photos[:1], 3, "model default", 0, 8, "beam search", 1,
-                              progress=lambda *a, **k: None)
+    status, _ = handler_status(app.on_write, TOPIC, photos[:1], 3, "model default", 0, 8, "beam search", 1, 1)
     assert "make demo" in status and status.startswith("**Error:**")
     monkeypatch.setenv("FLEXMUSE_MODEL", str(tmp_path / "nowhere" / "model"))
     assert "does not exist" in app.model_status() and "make demo" in app.model_status()
+
+
+def test_the_draw_slider_shows_only_for_a_model_that_can_draw(model_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv("FLEXMUSE_T2I", raising=False)
+    assert not app.model_can_draw(model_dir)
+    drawing = tmp_path / "drawing"
+    make_pipeline(with_t2i=True).save_pretrained(drawing)
+    assert app.model_can_draw(str(drawing))
+    monkeypatch.setenv("FLEXMUSE_T2I", "some/sd-repo")
+    assert app.model_can_draw(model_dir)
+
+
+def test_on_a_zerogpu_space_the_writing_runs_under_spaces_gpu():
+    code = ("import sys, types; spaces = types.ModuleType('spaces'); "
+            "spaces.GPU = lambda f: setattr(f, 'on_gpu', True) or f; sys.modules['spaces'] = spaces; "
+            "import app; assert app.on_write.on_gpu and app.on_rewrite.on_gpu")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)
 
 
 def test_model_package_does_not_import_gradio():
@@ -136,31 +226,56 @@ def test_browser_end_to_end(model_dir, photos, tmp_path):
     from selenium.webdriver.support.ui import WebDriverWait
 
     model = os.environ.get("FLEXMUSE_APP_TEST_MODEL") or model_dir
-    expected = app.write_article(TOPIC, photos[:2], model=model, **FAST).article.paragraphs
+    length = 256  # long enough that the page is redrawn several times while it writes
+    _, _, expected = write(TOPIC, photos[:2], model, max_new_tokens=length)
+    expected = expected.article.paragraphs
     with open(tmp_path / "server.log", "w") as log:
         server, url = browser.serve_app(model, log)
     driver = None
+
+    def paragraphs(d):
+        return [p.text for p in d.find_elements(By.CSS_SELECTOR, "#article .flexmuse-article > p:not(.note)")]
+
     try:
         driver = browser.headless_chrome(1800)
-        wait = WebDriverWait(driver, 30)
+        wait = WebDriverWait(driver, 60)
         driver.get(url)
         topic = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#topic textarea"))
         topic.send_keys(TOPIC)
         driver.find_element(By.CSS_SELECTOR, "#photos input[type=file]").send_keys("\n".join(photos[:2]))
-        wait.until(lambda d: all(f"photo{n}" in d.find_element(By.ID, "photos").text for n in (1, 2)))  # uploaded
-        # the max-new-tokens slider's number box
-        length = driver.find_elements(By.CSS_SELECTOR, "input[type=number][aria-label*='max new tokens']")
-        if length:
-            length[0].clear(), length[0].send_keys("8")
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#gallery img")) == 2)  # the photos, in order
+        box = driver.find_element(By.CSS_SELECTOR, "input[type=number][aria-label*='max new tokens']")
+        box.clear(), box.send_keys(str(length), Keys.TAB)
+        # every state the page shows while it writes, however quickly it passes
+        driver.execute_script("""
+            window.seen = [];
+            new MutationObserver(() => window.seen.push([
+                document.querySelector('#status').innerText,
+                [...document.querySelectorAll('#article .flexmuse-article > p:not(.note)')].map(p => p.innerText),
+                document.querySelector('#write').disabled])
+            ).observe(document.body, {subtree: true, childList: true, characterData: true});""")
         driver.find_element(By.ID, "write").click()
-        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#article .flexmuse-article img")) == 2)
-        shown = [p.text for p in driver.find_elements(By.CSS_SELECTOR, "#article .flexmuse-article p")]
-        assert len(shown) == 2 and all(shown), shown
-        if length:
-            assert shown == [p.strip() for p in expected]
+        wait.until(lambda d: "Wrote 2 paragraphs" in d.find_element(By.ID, "status").text)
+        shown = paragraphs(driver)
+        assert shown == [p.strip() for p in expected], (shown, expected)
+        partial = [texts for status, texts, disabled in driver.execute_script("return window.seen")
+                   if status.startswith("Writing") and disabled and any(texts)
+                   and all(expected[i].startswith(t) for i, t in enumerate(texts)) and texts != expected]
+        assert partial, "no paragraph text was shown before the article was finished"
         assert driver.find_element(By.CSS_SELECTOR, "#article h1").text == TOPIC
-        wait.until(lambda d: all(ext in d.find_element(By.ID, "downloads").text for ext in (".html", ".md", ".json")))
-        assert "topic kept" in driver.find_element(By.ID, "gate-table").text
+        wait.until(lambda d: all(ext in d.find_element(By.ID, "downloads").text for ext in (".html", ".zip")))
+        assert "image specificity" in driver.find_element(By.ID, "paragraph-table").text
+        # photo 2 one place earlier: its paragraph moves with it
+        number = driver.find_element(By.CSS_SELECTOR, "#photo-number input")
+        number.clear(), number.send_keys("2", Keys.TAB)
+        driver.find_element(By.ID, "earlier").click()
+        wait.until(lambda d: paragraphs(d) == shown[::-1])
+        # rewrite paragraph 1 (the former 2): only it changes
+        number.clear(), number.send_keys("1", Keys.TAB)
+        driver.find_element(By.ID, "rewrite").click()
+        wait.until(lambda d: "Rewrote paragraph 1" in d.find_element(By.ID, "status").text)
+        rewritten = paragraphs(driver)
+        assert rewritten[1] == shown[0] and rewritten[0] != shown[1], (rewritten, shown)
         # an empty topic: its message in the page
         topic.send_keys(Keys.CONTROL, "a")
         topic.send_keys(Keys.BACKSPACE)  # clear() fires no input event
@@ -172,3 +287,47 @@ def test_browser_end_to_end(model_dir, photos, tmp_path):
             driver.quit()
         server.terminate()
         server.wait(timeout=30)
+
+
+SPACE_RUN = r"""
+import json, importlib.util, os, sys
+repo = sys.argv[1]
+# hide this repository: neither on the path nor through the editable install's finder
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != repo]
+sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in getattr(f, "__name__", type(f).__name__).lower()]
+assert importlib.util.find_spec("flexmuse_training") is None and importlib.util.find_spec("app") is None
+sys.path.insert(0, os.getcwd())  # what `python app.py` puts first on a Space: its own folder
+import app
+ours = {name: m.__file__ for name, m in sys.modules.items() if name == "app" or name.endswith("_flexmuse")}
+assert all(os.path.dirname(path) == os.getcwd() for path in ours.values()), ours
+app.build_demo()
+(topic, photos), *_ = app.examples()
+*_, result = app.write_stream(topic, photos, options=app.Options(max_new_tokens=8))
+print(json.dumps({"model": app.model_path(), "paragraphs": result.article.paragraphs, "modules": sorted(ours)}))
+"""
+
+
+def test_the_space_folder_runs_on_its_own(model_dir, tmp_path):
+    from huggingface_hub import RepoCard
+
+    from flexmuse_training.corpus import make_corpus
+    from flexmuse_training.space import make_space
+
+    make_corpus(str(tmp_path / "corpus"), 8, seed=0, eval_articles=8)
+    space = tmp_path / "space"
+    make_space(str(space), model_dir, data=str(tmp_path / "corpus"), examples=2)
+    card = RepoCard.load(space / "README.md").data
+    assert card.sdk == "gradio" and card.app_file == "app.py" and card.sdk_version
+    requirements = (space / "requirements.txt").read_text().split()
+    assert "gradio==" + card.sdk_version in requirements and any(r.startswith("torch==") for r in requirements)
+    assert not (space / "flexmuse_cli.py").exists() and (space / "model" / "model_index.json").is_file()
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1",
+           "GRADIO_ANALYTICS_ENABLED": "False"}
+    proc = subprocess.run([sys.executable, "-I", "-c", SPACE_RUN, REPO], cwd=space, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["model"] == "model" and len(out["paragraphs"]) >= 2 and all(out["paragraphs"])
+    assert {"app", "pipeline_flexmuse", "streaming_flexmuse", "writing_flexmuse"} <= set(out["modules"])
+    with pytest.raises(FileExistsError, match="not empty"):
+        make_space(str(space), model_dir)

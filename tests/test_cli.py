@@ -66,3 +66,59 @@ def test_the_gate_mode_choices_are_the_models():
     write = next(action for action in build_parser()._subparsers._group_actions[0].choices["write"]._actions
                  if "--gate-mode" in action.option_strings)
     assert tuple(write.choices) == GATE_MODES
+
+
+def test_write_stream_then_rewrite_one_paragraph_and_replace_a_photo(tmp_path, capsys):
+    make_pipeline(with_t2i=False).save_pretrained(tmp_path / "pipe")
+    photos = []
+    for number, colour in enumerate([(200, 10, 10), (10, 200, 10), (10, 10, 200)]):
+        photos.append(str(tmp_path / f"photo{number}.png"))
+        Image.new("RGB", (30, 20), colour).save(photos[-1])
+    out = tmp_path / "article"
+    assert main(["write", "--model", str(tmp_path / "pipe"), "--topic", "海边", "--images", *photos, "--seed", "3",
+                 "--max-new-tokens", "6", "--stream", "--out", str(out)]) == 0
+    article = Article.load(out)
+    printed = capsys.readouterr().out
+    assert printed.startswith("".join(p + "\n" for p in article.paragraphs))  # streamed, then the line naming it
+    assert article.metadata["seed"] == 3
+
+    # paragraph 2 anew, sampled; the model is the one the article names
+    again = tmp_path / "again"
+    assert main(["rewrite", "--article", str(out), "--paragraph", "2", "--do-sample", "--seed", "4",
+                 "--max-new-tokens", "6", "--out", str(again)]) == 0
+    assert "rewrote paragraph 2" in capsys.readouterr().out
+    rewritten = Article.load(again)
+    assert rewritten.paragraphs[0::2] == article.paragraphs[0::2] and rewritten.paragraphs[1] != article.paragraphs[1]
+    assert rewritten.metadata["rewrites"][-1]["seed"] == 4
+
+    # photo 1 replaced (in place, with --overwrite): its image and paragraph change, the others stay
+    assert main(["rewrite", "--article", str(again), "--replace-image", "1", photos[2], "--max-new-tokens", "6",
+                 "--out", str(again), "--overwrite"]) == 0
+    replaced = Article.load(again)
+    assert replaced.sections[0].image.tobytes() == Image.open(photos[2]).convert("RGB").tobytes()
+    assert replaced.paragraphs[1:] == rewritten.paragraphs[1:]
+    assert [s.image.tobytes() for s in replaced.sections[1:]] == [s.image.tobytes() for s in rewritten.sections[1:]]
+
+
+def test_rewrite_mistakes_get_one_line(tmp_path, capsys):
+    make_pipeline(with_t2i=False).save_pretrained(tmp_path / "pipe")
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (30, 20), (200, 10, 10)).save(photo)
+    out = tmp_path / "article"
+    assert main(["write", "--model", str(tmp_path / "pipe"), "--topic", "t", "--images", str(photo),
+                 "--max-new-tokens", "4", "--out", str(out)]) == 0
+    capsys.readouterr()
+    for argv, message in [
+        (["--paragraph", "3"], "--paragraph 3: the article has 1 paragraphs, numbered 1 to 1"),
+        ([], "nothing to rewrite"),
+        (["--paragraph", "1", "--rerank", "0"], "--rerank must be an integer from 1 to 8"),
+        (["--paragraph", "1", "--out", str(out)], "is not empty"),
+    ]:
+        argv = ["rewrite", "--article", str(out), *argv]
+        if "--out" not in argv:
+            argv += ["--out", str(tmp_path / "new")]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
+    assert main(["rewrite", "--article", str(tmp_path / "nowhere"), "--paragraph", "1", "--out", str(tmp_path / "n")]) == 2
+    assert "no saved article" in capsys.readouterr().err

@@ -324,3 +324,41 @@ def test_an_evaluator_run_reports_sibling_confusion_per_article(tmp_path, monkey
     assert "| sibling image described | 1.0000 |" in swapped.to_markdown("x")
     # topics that name one of their images: its paragraph, given to a sibling, copies the topic
     assert faithful.metrics["grounding_topic_copied"] == 0 < swapped.metrics["grounding_topic_copied"]
+
+
+def test_the_specificity_metric_by_hand(tmp_path, monkeypatch):
+    """Mean, share flagged, and how the score ranks the wrongly grounded paragraphs: AUC, precision, recall."""
+    from article_flexmuse import Article, Section
+
+    make_corpus(str(tmp_path), articles=2, seed=0, eval_articles=4)
+    articles = load_articles(str(tmp_path), "test").select(range(2))
+    scores = iter([0.5, -0.2, 0.1, 0.3, -0.1, 0.05, 0.2, 0.4, -0.3, 0.6])
+
+    def write(self, model, processor, records):  # paragraph k of each article wrong (a sibling's) when k == 1
+        out = []
+        for images, paragraphs, topic in zip(records["images"], records["paragraphs"], records["topic"]):
+            sections = []
+            for k, image in enumerate(images):
+                score = next(scores)
+                text = paragraphs[(k + 1) % len(paragraphs)] if k == 1 else paragraphs[k]
+                sections.append(Section(image, text, {"image_specificity": score, "image_specificity_low": score <= 0}))
+            out.append(Article(topic, sections))
+        return out
+
+    monkeypatch.setattr(Evaluator, "write", write)
+    result = Evaluator(metrics=["specificity", "grounding"])(make_model(), FlexMuseProcessor.tiny(), articles)
+    sections = [s for a in result.articles for s in a.sections]
+    values = [s.metadata["image_specificity"] for s in sections]
+    right = [k != 1 for a in result.articles for k in range(len(a.sections))]
+    wrong_v = [v for v, ok in zip(values, right) if not ok]
+    right_v = [v for v, ok in zip(values, right) if ok]
+    auc = sum((w < r) + 0.5 * (w == r) for w in wrong_v for r in right_v) / (len(wrong_v) * len(right_v))
+    flagged = [v <= 0 for v in values]
+    m = result.metrics
+    assert m["image_specificity_mean"] == pytest.approx(sum(values) / len(values))
+    assert m["image_specificity_low"] == pytest.approx(sum(flagged) / len(values))
+    assert m["image_specificity_auc"] == pytest.approx(auc)
+    hits = sum(f and not ok for f, ok in zip(flagged, right))
+    assert m["image_specificity_flag_precision"] == pytest.approx(hits / sum(flagged))
+    assert m["image_specificity_flag_recall"] == pytest.approx(hits / len(wrong_v))
+    assert "| specificity AUC: wrong below right |" in result.to_markdown("x")

@@ -11,7 +11,7 @@ import pytest
 import torch
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
-from transformers import pipeline
+from transformers import ByT5Tokenizer, pipeline
 
 from configuration_flexmuse import PRESET_COMPONENTS, FlexMuseConfig
 from helpers import REPO, load_script, run_fresh
@@ -21,10 +21,12 @@ from flexmuse_training.corpus import make_corpus
 from flexmuse_training.data import load_articles
 from flexmuse_training.dpo_config import MscDPOConfig
 from flexmuse_training.evaluation import Evaluator
+from flexmuse_training.repetition import no_repeat_ngram_size
 from flexmuse_training.sft_config import FlexMuseSFTConfig
 from flexmuse_training.sft_trainer import FlexMuseSFTTrainer
 from modeling_flexmuse import FlexMuseForConditionalGeneration
 from processing_flexmuse import FlexMuseProcessor
+import writing_flexmuse
 
 sft = load_script("sft")
 CONFIG = os.path.join(REPO, "training", "configs", "tiny.yaml")
@@ -77,6 +79,21 @@ def test_sft_on_the_demo_clip_learns_to_see_what_it_writes_about(tmp_path):
     assert result["grounding_color"] >= 0.9 and result["grounding_position"] >= 0.9
     assert result["topic_reproduced"] >= 0.7 and result["gate_masked"] >= 0.1
     assert "eval_grounding_all" in (tmp_path / "out" / "README.md").read_text()  # the model card reports it
+    # the check of each paragraph against its image: written paragraphs are likelier under their own image
+    # than under any other of their article; a reference paragraph moved to another image is flagged
+    assert 1 - result["image_specificity_low"] >= 0.9, result
+    model, processor = FlexMuseForConditionalGeneration.from_pretrained(out), FlexMuseProcessor.from_pretrained(out)
+    own, moved = [], []
+    for record in test:
+        n = len(record["paragraphs"])
+        if n < 2:
+            continue
+        memory = model.get_memory(**processor(record["topic"], record["images"]), gate_mode="open")
+        for paragraphs, into in ((record["paragraphs"], own), (record["paragraphs"][1:] + record["paragraphs"][:1], moved)):
+            into += writing_flexmuse.image_specificity_scores(model, processor, memory, [n], paragraphs, list(range(n)))
+    print(f"specificity > 0: own {sum(v > 0 for v in own) / len(own):.3f}, moved {sum(v > 0 for v in moved) / len(moved):.3f}")
+    assert sum(v > 0 for v in own) / len(own) >= 0.9 and sum(v <= 0 for v in moved) / len(moved) >= 0.8
+    assert model.generation_config.no_repeat_ngram_size == 5  # one more than the corpus repeats, in bytes
 
 
 def test_resume_ends_with_the_uninterrupted_weights(small_corpus, tmp_path, monkeypatch):
@@ -96,6 +113,13 @@ def test_resume_ends_with_the_uninterrupted_weights(small_corpus, tmp_path, monk
     for key in full:
         assert torch.allclose(full[key], resumed[key], atol=1e-6, rtol=0), key
     assert not torch.equal(full["fusion.w_q"], load_file(checkpoint / "model.safetensors")["fusion.w_q"])
+
+
+def test_sft_saves_the_no_repeat_ngram_size_its_corpus_calls_for(small_corpus, tmp_path):
+    sft.main(_args(small_corpus, tmp_path / "out", *_short(1)))
+    saved = json.loads((tmp_path / "out" / "generation_config.json").read_text())
+    paragraphs = [p for record in load_articles(str(small_corpus), "train") for p in record["paragraphs"]]
+    assert saved["no_repeat_ngram_size"] == no_repeat_ngram_size(ByT5Tokenizer(), paragraphs) == 5
 
 
 def _losses(info):
