@@ -105,7 +105,8 @@ def model_can_draw(path: str | None = None) -> bool:
     if not os.path.isfile(index):
         return False
     with open(index, encoding="utf-8") as handle:
-        return "null" not in handle.read().split('"t2i_unet"', 1)[-1].split("]", 1)[0]
+        unet = json.load(handle).get("t2i_unet")  # [library, class], or [null, null] for none
+    return bool(unet) and unet[0] is not None
 
 
 def get_pipeline(path: str | None = None) -> FlexMusePipeline:
