@@ -127,6 +127,10 @@ def generate_paragraphs(model, processor, inputs, article_sizes: Sequence[int], 
                          "images")
     memory_inputs = dict(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
                          pixel_values=inputs["pixel_values"], topic_index=inputs["topic_index"], gate_mode=gate_mode)
+    if gate_keep is not None:
+        # the memory may be built twice (drawn, then with the kept decisions): CLIP encodes once for both
+        memory_inputs.update(topic_features=model.encode_topics(inputs["input_ids"], inputs["attention_mask"])[:2],
+                             image_features=model.encode_images(inputs["pixel_values"]))
     memory = model.get_memory(**memory_inputs, generator=torch.Generator().manual_seed(gate_seed))
     if gate_keep is not None:
         drawn = memory.gate_keep.tolist()

@@ -30,25 +30,6 @@ VARIANTS = {
 }
 
 
-class Writer(Evaluator):
-    """The evaluator, with any `generate` options for the writing."""
-
-    def __init__(self, options: dict, rerank: int, **kwargs):
-        super().__init__(metrics=("grounding", "specificity"), rerank=rerank, **kwargs)
-        self.options = options
-
-    def write(self, model, processor, articles):
-        from writing_flexmuse import write_articles
-
-        written = []
-        for start in range(0, len(articles), self.batch_articles):
-            part = articles.select(range(start, min(start + self.batch_articles, len(articles))))
-            written += write_articles(model, processor, part["topic"], part["images"], gate_seed=self.seed + start,
-                                      decode_seed=self.seed + start, max_new_tokens=self.max_new_tokens,
-                                      rerank=self.rerank, **self.options)
-        return written
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", required=True, metavar="NAME=PATH")
@@ -63,7 +44,8 @@ def main():
         name, path = spec.split("=", 1)
         model = FlexMuseForConditionalGeneration.from_pretrained(path).eval()
         processor = FlexMuseProcessor.from_pretrained(path)
-        writers = {label: Writer(options, rerank, max_new_tokens=args.max_new_tokens)
+        writers = {label: Evaluator(metrics=("grounding", "specificity"), max_new_tokens=args.max_new_tokens,
+                                    rerank=rerank, generate_kwargs=options)
                    for label, (options, rerank) in VARIANTS.items()}
         scores = {label: writer(model, processor, test).metrics for label, writer in writers.items()}
         times = {label: [] for label in writers}

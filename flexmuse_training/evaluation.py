@@ -277,6 +277,7 @@ class Evaluator:
         extra_metrics: computed after `metrics` (e.g. `("clip", "bertscore")` beside the defaults).
         max_new_tokens, num_beams: decoding of the paragraphs (greedy by default).
         rerank: candidates written per image, the first about its own image kept (1: plain writing).
+        generate_kwargs: any other `generate` option for the writing (e.g. `do_sample`, `temperature`).
         seed: seeds the msaGate draws (writing and alignment), so a rerun scores the same articles.
         batch_articles: articles written per `generate` call.
         rouge_tokenization: Chinese ROUGE units, `char` or `jieba` (distinct-2, self-BLEU and topic
@@ -287,7 +288,7 @@ class Evaluator:
 
     def __init__(self, metrics: Sequence[str] | None = None, extra_metrics: Sequence[str] = (),
                  max_new_tokens: int = 128, num_beams: int = 1, seed: int = 0, batch_articles: int = 16,
-                 rouge_tokenization: str = "char", rerank: int = 1,
+                 rouge_tokenization: str = "char", rerank: int = 1, generate_kwargs: dict | None = None,
                  bertscore_model: str | None = None, bertscore_layers: int | None = None,
                  judge: JudgeClient | None = None):
         metrics = [*(DEFAULT_METRICS if metrics is None else metrics), *extra_metrics]
@@ -296,6 +297,7 @@ class Evaluator:
             raise ValueError(f"unknown metrics {unknown}; choose from {sorted(METRICS)}")
         self.metrics = list(metrics)
         self.max_new_tokens, self.num_beams, self.seed, self.rerank = max_new_tokens, num_beams, seed, rerank
+        self.generate_kwargs = dict(generate_kwargs or {})
         self.batch_articles, self.rouge_tokenization = batch_articles, rouge_tokenization
         self.bertscore_model, self.bertscore_layers, self.judge = bertscore_model, bertscore_layers, judge
 
@@ -307,7 +309,7 @@ class Evaluator:
             part = articles.select(range(start, min(start + self.batch_articles, len(articles))))
             written += write_articles(model, processor, part["topic"], part["images"], gate_seed=self.seed + start,
                                       decode_seed=self.seed + start, max_new_tokens=self.max_new_tokens,
-                                      num_beams=self.num_beams, rerank=self.rerank)
+                                      rerank=self.rerank, **{"num_beams": self.num_beams, **self.generate_kwargs})
         return written
 
     def __call__(self, model, processor, articles: Dataset) -> EvaluationResult:
