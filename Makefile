@@ -14,7 +14,7 @@ install: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e ".[openclip,train,eval,test,demo,bench]"
+	$(PY) -m pip install --quiet -e ".[openclip,train,eval,test,demo,bench,quantization]"
 	touch $(STAMP)
 
 # as root, the browser test's Chromium and its driver come from Debian (skipped with a reason without them)

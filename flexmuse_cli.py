@@ -12,11 +12,19 @@ def _write_parser(subparsers, common: argparse.ArgumentParser) -> None:
         "write", parents=[common],
         help="write an illustrated article about a topic",
         description="Write an illustrated article: one paragraph per image. Without --images, the "
-        "text-to-image model (--t2i, or the one saved in a FlexMusePipeline folder) draws them.",
+        "text-to-image model (--t2i, or the one saved in a FlexMusePipeline folder) draws them. With --data, "
+        "write every article of a split to a JSONL file instead (resumable; under `accelerate launch` the "
+        "processes share the split and write the articles one process would).",
     )
     parser.add_argument("--model", required=True,
                         help="FlexMUSE model repo or a saved FlexMusePipeline folder (hub id or local dir)")
-    parser.add_argument("--topic", required=True, help="the article's topic or title")
+    parser.add_argument("--topic", help="the article's topic or title")
+    parser.add_argument("--data", default=None,
+                        help="articles (folder, JSONL/CSV or Hub dataset) whose topics and images are written; "
+                        "--out is then a JSONL file")
+    parser.add_argument("--split", default="test", help="the split of --data (default test)")
+    parser.add_argument("--batch-articles", type=int, default=16, help="with --data: articles per generate call")
+    parser.add_argument("--max-articles", type=int, default=None, help="with --data: the first N articles only")
     _decoding_arguments(parser)
     parser.add_argument("--images", nargs="+", metavar="IMAGE", help="image files, one paragraph each")
     parser.add_argument("--num-images", type=int, default=None,
@@ -48,6 +56,9 @@ def _decoding_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gate-mode", choices=("sample", "open", "closed"), default=None)
     parser.add_argument("--device", default="cuda" if _cuda_available() else "cpu")
     parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
+    # quantization_flexmuse.QUANTIZATIONS (kept equal by a test), for the same reason as --gate-mode
+    parser.add_argument("--quantize", choices=("int8",), default=None,
+                        help="load the weights quantized (torchao int8 weight-only; needs flexmuse[quantization])")
 
 
 def _rewrite_parser(subparsers, common: argparse.ArgumentParser) -> None:
@@ -96,7 +107,7 @@ def _load_pipeline(args: argparse.Namespace, model: str, t2i: str | None = None)
 
     from pipeline_flexmuse import FlexMusePipeline
 
-    return FlexMusePipeline.load(model, t2i=t2i, dtype=getattr(torch, args.dtype)).to(args.device)
+    return FlexMusePipeline.load(model, t2i=t2i, dtype=getattr(torch, args.dtype), quantize=args.quantize).to(args.device)
 
 
 def _streamer(args: argparse.Namespace, pipe):
@@ -108,6 +119,10 @@ def _streamer(args: argparse.Namespace, pipe):
 
 
 def _write(args: argparse.Namespace) -> int:
+    if args.data is not None:
+        return _write_split(args)
+    if not args.topic:
+        raise ValueError("give --topic (one article) or --data (every article of a split)")
     import torch
 
     from article_flexmuse import check_output_folder
@@ -231,6 +246,41 @@ def _make_space(args: argparse.Namespace) -> int:
 
     make_space(args.out, args.model, data=args.data, examples=args.examples, overwrite=args.overwrite)
     print(f"wrote the Space folder {args.out} (upload it to a Space with sdk: gradio)")
+    return 0
+
+
+def _write_split(args: argparse.Namespace) -> int:
+    """`flexmuse write --data`: every article of a split into the JSONL file --out."""
+    from accelerate import PartialState
+
+    from checks_flexmuse import check_writing_options
+    from flexmuse_training.data import load_articles
+    from flexmuse_training.split_writing import write_split_jsonl
+
+    if args.topic or args.images or args.t2i or args.stream:
+        raise ValueError("--data writes the split's own topics and images: drop --topic, --images, --t2i and --stream")
+    check_writing_options(_decoding(args), cli=True)
+    if os.path.exists(args.out) and not args.overwrite:
+        raise FileExistsError(f"--out {args.out}: already written (--overwrite replaces it)")
+    # cpu=True: several CPU processes (torchrun) join through gloo, where accelerate would otherwise see none
+    state = PartialState(cpu=str(args.device) == "cpu")
+    device = args.device if state.num_processes == 1 else state.device  # one GPU per process
+    _check_device(str(device))
+    articles = load_articles(args.data, args.split)
+    if args.max_articles:
+        articles = articles.select(range(min(args.max_articles, len(articles))))
+    pipe = _load_pipeline(argparse.Namespace(**{**vars(args), "device": device}), args.model)
+    seed = 0 if args.seed is None else args.seed
+    writing = {k: v for k, v in _decoding(args).items() if v is not None}
+    run = {"model": args.model, "data": args.data, "split": args.split, "quantize": args.quantize,
+           "dtype": args.dtype, **writing}
+    if args.overwrite and state.is_main_process and os.path.exists(args.out):
+        os.remove(args.out)
+    written = write_split_jsonl(pipe.model, pipe.processor, articles, args.out, run, args.batch_articles, seed,
+                                state, **writing)
+    if state.is_main_process:
+        print(f"{args.out}: {len(articles)} articles ({written} written now by {state.num_processes} "
+              f"process(es), {len(articles) - written} by an earlier run)")
     return 0
 
 

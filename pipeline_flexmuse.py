@@ -22,6 +22,7 @@ try:
     from .images_flexmuse import ImageInput, load_images
     from .modeling_flexmuse import FlexMuseForConditionalGeneration, dtype_kwargs
     from .processing_flexmuse import FlexMuseProcessor, check_topic
+    from .quantization_flexmuse import quantization_config
     from .writing_flexmuse import draw_seeds, rewrite_article, write_articles
 except ImportError:  # imported as a top-level module from a checkout
     from article_flexmuse import Article
@@ -29,6 +30,7 @@ except ImportError:  # imported as a top-level module from a checkout
     from images_flexmuse import ImageInput, load_images
     from modeling_flexmuse import FlexMuseForConditionalGeneration, dtype_kwargs
     from processing_flexmuse import FlexMuseProcessor, check_topic
+    from quantization_flexmuse import quantization_config
     from writing_flexmuse import draw_seeds, rewrite_article, write_articles
 
 EXAMPLE_DOC_STRING = """
@@ -117,24 +119,32 @@ class FlexMusePipeline(DiffusionPipeline):
         return pipe
 
     @classmethod
-    def load(cls, model: str, t2i: str | None = None, dtype: torch.dtype | None = None):
+    def load(cls, model: str, t2i: str | None = None, dtype: torch.dtype | None = None,
+             quantize: str | None = None):
         """A saved FlexMusePipeline folder, or a FlexMUSE model (folder or Hub id) assembled by
         `from_model`; `t2i` (a Stable Diffusion repo) adds the text-to-image part, or replaces a
-        saved pipeline's."""
+        saved pipeline's; `quantize="int8"` loads the writer's weights quantized (`quantization_flexmuse`)."""
         if model_path_kind(model) != "pipeline":
-            return cls.from_model(model, t2i=t2i, dtype=dtype)
-        pipe = cls.from_pretrained(model, **dtype_kwargs(dtype))
+            return cls.from_model(model, t2i=t2i, dtype=dtype, quantize=quantize)
+        writer = {}
+        if quantize:  # the saved pipeline's writer, from its own sub-folder, quantized
+            writer["model"] = FlexMuseForConditionalGeneration.from_pretrained(
+                model, subfolder="model", quantization_config=quantization_config(quantize), **dtype_kwargs(dtype))
+        pipe = cls.from_pretrained(model, **writer, **dtype_kwargs(dtype))
         if t2i:
             pipe = cls(model=pipe.model, processor=pipe.processor, **cls.load_t2i(t2i, dtype=dtype))
         return pipe
 
     @classmethod
-    def from_model(cls, model: str, t2i: str | None = None, dtype: torch.dtype | None = None):
+    def from_model(cls, model: str, t2i: str | None = None, dtype: torch.dtype | None = None,
+                   quantize: str | None = None):
         """Assemble from a FlexMUSE model repo (weights + processor) and, optionally, a Stable
-        Diffusion repo whose components become the T2I part (hub ids or local folders)."""
+        Diffusion repo whose components become the T2I part (hub ids or local folders); `quantize`
+        as in `load`."""
         if model_path_kind(model) == "pipeline":
             raise ValueError(f"{model!r} is a saved FlexMusePipeline: load it with FlexMusePipeline.from_pretrained")
-        model_obj = FlexMuseForConditionalGeneration.from_pretrained(model, **dtype_kwargs(dtype)).eval()
+        quantized = {} if quantize is None else {"quantization_config": quantization_config(quantize)}
+        model_obj = FlexMuseForConditionalGeneration.from_pretrained(model, **dtype_kwargs(dtype), **quantized).eval()
         t2i_parts = {} if t2i is None else cls.load_t2i(t2i, dtype)
         return cls(model=model_obj, processor=FlexMuseProcessor.from_pretrained(model), **t2i_parts)
 

@@ -8,6 +8,11 @@ Writes the model's articles for the split and scores them with the `Evaluator`: 
 scores (paper Fig. 3, with an OpenAI-compatible endpoint), the alignment accuracy and the CLIP
 paragraph-image similarity. Out: results.json, results.md, predictions.jsonl and, with a judge,
 judge_scores.png.
+
+Under `accelerate launch --num_processes N` the processes share the writing (each writes its share of
+the batches, with the seeds one process would use, so the articles are the same), the main process
+scores the articles and writes the files. On CPU, `torchrun --nproc_per_node N` starts the processes
+(accelerate launches several CPU processes only through MPI).
 """
 
 import json
@@ -16,6 +21,7 @@ import os
 from dataclasses import asdict, dataclass, field
 
 import torch
+from accelerate import PartialState
 from transformers import HfArgumentParser
 
 from checks_flexmuse import check_model_option, check_writing_options
@@ -85,11 +91,12 @@ def main(argv=None):
     articles = load_articles(args.data, args.split)
     if args.max_articles:
         articles = articles.select(range(min(args.max_articles, len(articles))))
-    model = FlexMuseForConditionalGeneration.from_pretrained(args.model).eval()
+    # one process, or those of `accelerate launch`/torchrun, one GPU each; cpu=True: CPU processes join (gloo)
+    state = PartialState(cpu=not torch.cuda.is_available())
+    model = FlexMuseForConditionalGeneration.from_pretrained(args.model).eval().to(state.device)
     processor = FlexMuseProcessor.from_pretrained(args.model)
-    if torch.cuda.is_available():
-        model.to("cuda")
-    os.makedirs(args.out, exist_ok=True)
+    if state.is_main_process:
+        os.makedirs(args.out, exist_ok=True)
     extra = ["clip"] + (["bertscore"] if args.bertscore else [])
     judge = None
     if args.judge_url:
@@ -100,12 +107,15 @@ def main(argv=None):
     evaluator = Evaluator(extra_metrics=extra, max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
                           rerank=args.rerank, seed=args.seed, batch_articles=args.batch_articles,
                           rouge_tokenization=args.rouge_tokenization,
-                          bertscore_model=args.bertscore_model, bertscore_layers=args.bertscore_layers, judge=judge)
+                          bertscore_model=args.bertscore_model, bertscore_layers=args.bertscore_layers, judge=judge, state=state)
     result = evaluator(model, processor, articles)
+    results = {"model": args.model, "data": args.data, "split": args.split, **result.info,
+               "processes": state.num_processes,
+               "arguments": asdict(args), "metrics": result.metrics}
+    if not state.is_main_process:
+        return results
     if judge is not None:
         bar_chart(result.metrics, os.path.join(args.out, "judge_scores.png"), f"LLM judge: {args.model}")
-    results = {"model": args.model, "data": args.data, "split": args.split, **result.info,
-               "arguments": asdict(args), "metrics": result.metrics}
 
     with open(os.path.join(args.out, "predictions.jsonl"), "w", encoding="utf-8") as handle:
         for record, article in zip(articles, result.articles):

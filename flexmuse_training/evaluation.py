@@ -16,14 +16,16 @@ from functools import cached_property
 from typing import Callable, Sequence
 
 import torch
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list
 from datasets import Dataset
 
 from article_flexmuse import Article
-from writing_flexmuse import write_articles
 
 from .data import language_of
 from .grounding import correct_paragraphs, grounding_scores
 from .judge import CRITERIA, JudgeClient, aggregate
+from .split_writing import write_split
 from .probes import alignment_matrices, alignment_scores, clip_similarity, swapped_alignment_scores
 from .text_metrics import bertscore_f1, distinct_n, rouge_scores, self_bleu, text_units, topic_consistency
 
@@ -284,13 +286,18 @@ class Evaluator:
             consistency count the same units).
         bertscore_model, bertscore_layers: a BERTScore model (name or local folder) and the layer to read.
         judge: a [`JudgeClient`] for the LLM-judge scores.
+        state: an accelerate `PartialState` to share the writing between its processes (`flexmuse evaluate`
+            under `accelerate launch`): each writes its share of the batches, with the seeds one process
+            would use, so the articles are the same; the main process scores them and every process gets
+            the result. Without it (the trainer's evaluation, where FSDP needs every rank in step), each
+            process writes every article.
     """
 
     def __init__(self, metrics: Sequence[str] | None = None, extra_metrics: Sequence[str] = (),
                  max_new_tokens: int = 128, num_beams: int = 1, seed: int = 0, batch_articles: int = 16,
                  rouge_tokenization: str = "char", rerank: int = 1, generate_kwargs: dict | None = None,
                  bertscore_model: str | None = None, bertscore_layers: int | None = None,
-                 judge: JudgeClient | None = None):
+                 judge: JudgeClient | None = None, state: PartialState | None = None):
         metrics = [*(DEFAULT_METRICS if metrics is None else metrics), *extra_metrics]
         unknown = [name for name in metrics if name not in METRICS]
         if unknown:
@@ -300,17 +307,14 @@ class Evaluator:
         self.generate_kwargs = dict(generate_kwargs or {})
         self.batch_articles, self.rouge_tokenization = batch_articles, rouge_tokenization
         self.bertscore_model, self.bertscore_layers, self.judge = bertscore_model, bertscore_layers, judge
+        self.state = state
 
     @torch.no_grad()
     def write(self, model, processor, articles: Dataset) -> list[Article]:
         """The model's article for every record, `batch_articles` per generate call."""
-        written = []
-        for start in range(0, len(articles), self.batch_articles):
-            part = articles.select(range(start, min(start + self.batch_articles, len(articles))))
-            written += write_articles(model, processor, part["topic"], part["images"], gate_seed=self.seed + start,
-                                      decode_seed=self.seed + start, max_new_tokens=self.max_new_tokens,
-                                      rerank=self.rerank, **{"num_beams": self.num_beams, **self.generate_kwargs})
-        return written
+        return write_split(model, processor, articles, self.batch_articles, self.seed,
+                           state=self.state, max_new_tokens=self.max_new_tokens,
+                           rerank=self.rerank, **{"num_beams": self.num_beams, **self.generate_kwargs})
 
     def __call__(self, model, processor, articles: Dataset) -> EvaluationResult:
         if not len(articles):
@@ -323,9 +327,12 @@ class Evaluator:
             info = {"lang": lang, "articles": len(articles), "paragraphs": sum(len(a.sections) for a in written)}
             scoring = _Scoring(self, model, processor, articles, written, lang, info)
             metrics = {}
-            with torch.no_grad():
-                for name in self.metrics:
-                    metrics.update(METRICS[name](scoring))
+            if self.state is None or self.state.is_main_process:
+                with torch.no_grad():
+                    for name in self.metrics:
+                        metrics.update(METRICS[name](scoring))
+            if self.state is not None and self.state.num_processes > 1:
+                metrics, info = broadcast_object_list([metrics, info])  # info: what scoring added
         finally:
             model.train(was_training)
         return EvaluationResult(articles=written, metrics=metrics, info=info)
