@@ -67,11 +67,15 @@ bench: install
 	HF_HUB_OFFLINE=1 $(PY) bench/bench_generate.py
 	HF_HUB_OFFLINE=1 $(PY) bench/bench_dpo.py
 	HF_HUB_OFFLINE=1 $(PY) bench/bench_train.py
+	HF_HUB_OFFLINE=1 $(PY) bench/bench_train_t5.py
+	HF_HUB_OFFLINE=1 $(PY) bench/bench_decode.py
+	HF_HUB_OFFLINE=1 $(PY) bench/bench_split.py
 	HF_HUB_OFFLINE=1 $(PY) bench/bench_feature_store.py
 	HF_HUB_OFFLINE=1 $(PY) bench/bench_memory.py
 	HF_HUB_OFFLINE=1 $(PY) bench/bench_pipeline.py
 	HF_HUB_OFFLINE=1 $(PY) bench/bench_repetition.py --model SFT=out/sft --model mscDPO=out/dpo --data data/corpus
 	HF_HUB_OFFLINE=1 $(PY) bench/bench_rerank.py --model SFT=out/sft --model mscDPO=out/dpo --data data/corpus
+	HF_HUB_OFFLINE=1 $(PY) bench/bench_quantized.py --model SFT=out/sft --model mscDPO=out/dpo --data data/corpus
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache data out demo_out eval_out space

@@ -3,6 +3,7 @@ writes some of its paragraphs anew."""
 
 import argparse
 import os
+import shutil
 import sys
 from typing import Sequence
 
@@ -13,8 +14,8 @@ def _write_parser(subparsers, common: argparse.ArgumentParser) -> None:
         help="write an illustrated article about a topic",
         description="Write an illustrated article: one paragraph per image. Without --images, the "
         "text-to-image model (--t2i, or the one saved in a FlexMusePipeline folder) draws them. With --data, "
-        "write every article of a split to a JSONL file instead (resumable; under `accelerate launch` the "
-        "processes share the split and write the articles one process would).",
+        "write every article of a split to a JSONL file instead (resumable; under `torchrun` or `accelerate "
+        "launch` the processes share the split and write the articles one process would).",
     )
     parser.add_argument("--model", required=True,
                         help="FlexMUSE model repo or a saved FlexMusePipeline folder (hub id or local dir)")
@@ -274,8 +275,10 @@ def _write_split(args: argparse.Namespace) -> int:
     writing = {k: v for k, v in _decoding(args).items() if v is not None}
     run = {"model": args.model, "data": args.data, "split": args.split, "quantize": args.quantize,
            "dtype": args.dtype, **writing}
-    if args.overwrite and state.is_main_process and os.path.exists(args.out):
-        os.remove(args.out)
+    if args.overwrite and state.is_main_process:  # starts anew: neither the finished file nor a run's parts kept
+        if os.path.exists(args.out):
+            os.remove(args.out)
+        shutil.rmtree(args.out + ".parts", ignore_errors=True)
     written = write_split_jsonl(pipe.model, pipe.processor, articles, args.out, run, args.batch_articles, seed,
                                 state, **writing)
     if state.is_main_process:

@@ -11,7 +11,13 @@ saves with `save_pretrained` and loads back already quantized (torchao's safeten
 Every `nn.Linear` is quantized, CLIP's included (it is most of the model's bytes), except the writer's
 output layer `lm_head`: torchao's eager int8 linear turns the weight back to float at each call, which costs
 little for the decoder's small matrices but made the 32128-row head 5x slower than fp32 on CPU
-(bench/bench_decode.py). The head stays tied to the input embedding, so its bytes are counted once.
+(bench/bench_decode.py).
+
+Embeddings stay in full precision (in `base` the writer's input embedding, its untied LM head and CLIP's
+word embeddings are about 260 MB of the int8 model's 554): transformers quantizes embeddings only with
+`include_input_output_embeddings=True`, which takes the LM head along, or through torchao's `FqnToConfig`,
+whose default entry also quantizes every Linear's bias (the first forward then fails) and whose CLIP word
+embeddings break the model's weight initialisation (it zeroes their padding row in place).
 """
 
 QUANTIZATIONS = ("int8",)

@@ -2,11 +2,13 @@
 with a compiled static cache (transformers' `cache_implementation="static"` + `torch.compile`).
 
 A decode step reads every weight it uses once: the decoder's (less the cross-attention keys and values,
-computed once per article and cached) and the LM head (tied to the embedding). The step cannot take less
-than those bytes over the memory's read bandwidth, measured in this run on a filled 1 GiB tensor. A
-step also pays a fixed cost whatever the weights' size (Python, generate's bookkeeping, one kernel launch
-per op): it is measured on a skeleton of the same decoder (same layers and heads, 8-wide) and reported
-beside the bound. A step's time is (T(long) - T(short)) / (long - short) over generate calls forced to
+computed once per article and cached) and the LM head (its own matrix in `base`, the input embedding's
+in `tiny`), but only one row of the input embedding. The step cannot take less than those bytes over
+the memory's read bandwidth, measured in this run on a filled 1 GiB tensor. A step also pays a fixed
+cost whatever the weights' size (Python, generate's bookkeeping, one kernel launch per op): it is
+measured on a skeleton of the same decoder (same layers and heads, 8-wide) and reported beside the
+bound, as are the step's matrix products run alone in sequence (how fast the kernels read the weights
+outside generate). A step's time is (T(long) - T(short)) / (long - short) over generate calls forced to
 exactly that many tokens, so the encoding (CLIP, gate, fusion) and the first step cancel out.
 
 The variants are interleaved, one call each per round, over `--runs` rounds: medians with the spread.
@@ -29,7 +31,7 @@ import torch
 from transformers import CompileConfig, T5ForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput
 
-from common import add_common_arguments, append_results
+from common import add_common_arguments, append_results, median_seconds
 from configuration_flexmuse import PRESET_COMPONENTS, FlexMuseConfig
 from modeling_flexmuse import FlexMuseForConditionalGeneration
 from quantization_flexmuse import quantization_config, tensor_bytes, weight_bytes
@@ -51,7 +53,7 @@ def read_bandwidth(runs: int = 7) -> float:
 
 def step_bytes(model) -> int:
     """Bytes of the weights one decode step reads: the decoder's, less the cross-attention keys and
-    values (cached after the first step), and the LM head (the tied embedding, counted once)."""
+    values (cached after the first step), and the LM head (counted once where it is the input embedding)."""
     decoder = model.get_decoder()
     cached = {id(p) for name, module in decoder.named_modules() if name.endswith(("EncDecAttention.k",
                                                                                  "EncDecAttention.v"))
@@ -59,6 +61,21 @@ def step_bytes(model) -> int:
     # parameters() yields a tied weight once; an untied input embedding is read one row per step
     read = [p for p in decoder.parameters() if id(p) not in cached and p is not decoder.embed_tokens.weight]
     return sum(tensor_bytes(p) for p in read) + tensor_bytes(model.lm_head.weight)
+
+
+def step_matrices(model) -> list:
+    """The linear layers one decode step runs: the decoder's (less the cached cross-attention keys and
+    values) and the LM head."""
+    return [module for name, module in model.get_decoder().named_modules() if isinstance(module, torch.nn.Linear)
+            and not name.endswith(("EncDecAttention.k", "EncDecAttention.v"))] + [model.lm_head]
+
+
+def matmul_seconds(model, batch: int, reps: int = 5) -> float:
+    """The step's matrix products alone: its linear layers run one after the other on (batch, in) inputs, as a
+    step runs them, so each weight is read from memory, not from a cache the previous call filled (median of
+    `reps`). The step less this is what the rest of the step costs."""
+    calls = [(module, torch.randn(batch, module.in_features)) for module in step_matrices(model)]
+    return median_seconds(lambda: [module(x) for module, x in calls], reps)
 
 
 def skeleton(config: FlexMuseConfig) -> T5ForConditionalGeneration:
@@ -150,8 +167,11 @@ def main():
                     same = torch.equal(out, call(kind, batch, tokens, False))
                     same_tokens[(kind, batch)] = same_tokens.get((kind, batch), True) and same
         bandwidths, times = [], {variant: [] for variant in variants}
+        matmuls = {(kind, batch): [] for kind in models for batch in args.batches}
         for _ in range(args.runs):
             bandwidths.append(read_bandwidth(3))
+            for kind, batch in matmuls:
+                matmuls[(kind, batch)].append(matmul_seconds(models[kind], batch))
             for variant in variants:
                 pair = []
                 for tokens in (args.short, args.long):
@@ -163,7 +183,10 @@ def main():
     bandwidth = statistics.median(bandwidths)
     nbytes = {kind: step_bytes(models[kind]) for kind in models}
     total = {kind: weight_bytes(models[kind]) for kind in models}
-    peaks = {kind: peak_memory(os.path.join(work, "model"), kind, size, vocab) for kind in models}
+    models["int8"].save_pretrained(os.path.join(work, "model-int8"))  # loads back quantized, with no config
+    peaks = {"fp32": peak_memory(os.path.join(work, "model"), "fp32", size, vocab),
+             "int8, quantized while loading": peak_memory(os.path.join(work, "model"), "int8", size, vocab),
+             "int8, from a saved int8 folder": peak_memory(os.path.join(work, "model-int8"), "fp32", size, vocab)}
 
     def spread(values):
         return f"{min(values) * 1e3:.1f}–{max(values) * 1e3:.1f}"
@@ -175,12 +198,14 @@ def main():
         cache = "static, compiled" if static else "dynamic"
         if bare:
             rows.append(f"| {kind} skeleton (fixed cost) | {batch} | {cache} | {statistics.median(step) * 1e3:.1f} "
-                        f"({spread(step)}) | | | | {statistics.median(speedups):.2f} | |")
+                        f"({spread(step)}) | | | | | | {statistics.median(speedups):.2f} | |")
             continue
         bound, fixed = nbytes[kind] / bandwidth, statistics.median(times[(kind, 1, static, True)])
+        matmul = statistics.median(matmuls[(kind, batch)])
         rows.append(f"| {kind} | {batch} | {cache} | "
                     f"{statistics.median(step) * 1e3:.1f} ({spread(step)}) | {bound * 1e3:.1f} | "
-                    f"{statistics.median(step) / bound:.2f} | {(bound + fixed) * 1e3:.1f} | "
+                    f"{statistics.median(step) / bound:.2f} | {(bound + fixed) * 1e3:.1f} | {matmul * 1e3:.1f} | "
+                    f"{nbytes[kind] / matmul / 1e9:.1f} | "
                     f"{statistics.median(speedups):.2f} ({min(speedups):.2f}–{max(speedups):.2f}) | "
                     f"{same_tokens.get((kind, batch), '') if static else ''} |")
     mb = 1e6
@@ -188,18 +213,23 @@ def main():
         f"preset `{args.preset}`, random weights; read bandwidth {bandwidth / 1e9:.1f} GB/s (median, "
         f"{min(bandwidths) / 1e9:.1f}–{max(bandwidths) / 1e9:.1f}); per step = (T{args.long} − T{args.short}) / "
         f"{args.long - args.short}; median of {args.runs} interleaved rounds (min–max); the bound is the "
-        "step's weight bytes over the bandwidth; the fixed per-step cost is the 8-wide skeleton's step (same cache)",
+        "step's weight bytes over the bandwidth; the fixed per-step cost is the 8-wide skeleton's step (same cache); "
+        "matmuls alone: the step's linear layers run in sequence on (paragraphs, in) inputs, outside generate, "
+        "and the read rate they reach",
         "",
-        "| weights | paragraphs | cache | ms / step | bound ms | step / bound | bound + fixed ms | "
-        "speed-up vs fp32 dynamic | same tokens as dynamic |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| weights | paragraphs | cache | ms / step | bound ms | step / bound | bound + fixed ms | matmuls alone ms | "
+        "matmuls' GB/s | speed-up vs fp32 dynamic | same tokens as dynamic |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
-        "| weights | model MB | per-step MB | peak RSS loaded MB | peak RSS after a 4-image article MB |",
-        "|---|---|---|---|---|",
+        "| weights | model MB | per-step MB |",
+        "|---|---|---|",
         *[f"| {kind} | {total[kind] / mb:.0f} ({total[kind] / total['fp32']:.2f}×) | {nbytes[kind] / mb:.0f} "
-          f"({nbytes[kind] / nbytes['fp32']:.2f}×) | {peaks[kind]['loaded'] / mb:.0f} | {peaks[kind]['written'] / mb:.0f} |"
-          for kind in models],
+          f"({nbytes[kind] / nbytes['fp32']:.2f}×) |" for kind in models],
+        "",
+        "| a fresh process loading | peak RSS loaded MB | peak RSS after a 4-image article MB |",
+        "|---|---|---|",
+        *[f"| {name} | {peak['loaded'] / mb:.0f} | {peak['written'] / mb:.0f} |" for name, peak in peaks.items()],
     ])
     append_results("bench_decode: decode steps against the memory-bandwidth bound, fp32 and int8", table,
                    record=not args.no_record)

@@ -45,6 +45,28 @@ def seconds_per_step(model, collator, rows, batch: int, steps: int, device) -> f
     return sorted(times[1:])[len(times[1:]) // 2]
 
 
+def sft_rows(articles: int = 24) -> list[dict]:
+    """The SFT rows of a fresh offline corpus's training split, images held in memory."""
+    corpus = tempfile.mkdtemp()
+    make_corpus(corpus, articles=articles, seed=0, eval_articles=1)
+    rows = [dict(row, image=row["image"].copy()) for row in sft_view(load_articles(corpus, "train"))]
+    shutil.rmtree(corpus)
+    return rows
+
+
+def stored_collator(model, processor, rows, batch: int):
+    """The feature store and a collator reading CLIP's features from it, filled by one pass over `rows`
+    (what the first epoch does), so steps are timed as every later epoch runs them."""
+    store, keyed = FrozenFeatureStore(model), FlexMuseCollator(processor, content_keys=True)
+
+    def collate(part):
+        return store.encode(keyed(part))
+
+    for start in range(0, len(rows), batch):
+        collate(rows[start: start + batch])
+    return store, collate
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=["tiny", "base"], choices=tuple(PRESET_COMPONENTS))
@@ -56,10 +78,7 @@ def main():
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-    corpus = tempfile.mkdtemp()
-    make_corpus(corpus, articles=24, seed=0, eval_articles=1)
-    rows = [dict(row, image=row["image"].copy()) for row in sft_view(load_articles(corpus, "train"))]  # in memory
-    shutil.rmtree(corpus)
+    rows = sft_rows()
     tokens = f"paragraphs cut to {args.paragraph_tokens} tokens" if args.paragraph_tokens else "whole paragraphs"
     lines = [f"batch {args.batch}, fp32, {tokens} (byte-level writer tokenizer), median seconds per step "
              "(collate + forward + backward + AdamW), store filled by one pass", "",
@@ -72,13 +91,7 @@ def main():
         if args.paragraph_tokens:
             processor.max_paragraph_length = args.paragraph_tokens
         recompute = seconds_per_step(model, FlexMuseCollator(processor), rows, args.batch, STEPS[preset], device)
-        store, keyed = FrozenFeatureStore(model), FlexMuseCollator(processor, content_keys=True)
-
-        def cached_collator(part):
-            return store.encode(keyed(part))
-
-        for start in range(0, len(rows), args.batch):  # the first epoch fills the store
-            cached_collator(rows[start: start + args.batch])
+        store, cached_collator = stored_collator(model, processor, rows, args.batch)
         cached = seconds_per_step(model, cached_collator, rows, args.batch, STEPS[preset], device)
         speedup = recompute / cached
         lines.append(f"| {preset} | {recompute:.3f} | {args.batch / recompute:.1f} | {cached:.3f} | "

@@ -106,19 +106,24 @@ def _append(path: str, records: list[dict]) -> None:
         os.fsync(handle.fileno())
 
 
-def _check_run(parts: str, run: dict, state: PartialState) -> None:
-    """A rerun resumes only the same run: the same model, data, seed and writing options."""
+def _record_run(parts: str, run: dict) -> None:
+    """The main process records a new run's settings (written whole, so no process reads half a file)."""
     path = os.path.join(parts, RUN_FILE)
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as handle:
-            earlier = json.load(handle)
-        changed = sorted(key for key in set(run) | set(earlier) if run.get(key) != earlier.get(key))
-        if changed:
-            raise ValueError(f"{parts} holds an unfinished run with other settings ({', '.join(changed)}): "
-                             "rerun with the same options to resume it, or remove the folder to start over")
-    elif state.is_main_process:
-        with open(path, "w", encoding="utf-8") as handle:
+    if not os.path.exists(path):
+        with open(path + ".partial", "w", encoding="utf-8") as handle:
             json.dump(run, handle, indent=2, ensure_ascii=False)
+        os.replace(path + ".partial", path)
+
+
+def _check_run(parts: str, run: dict) -> None:
+    """A rerun resumes only the same run: the same model, data, seed and writing options. Every process
+    checks, after the main one recorded the settings, so all of them stop together on a mismatch."""
+    with open(os.path.join(parts, RUN_FILE), encoding="utf-8") as handle:
+        earlier = json.load(handle)
+    changed = sorted(key for key in set(run) | set(earlier) if run.get(key) != earlier.get(key))
+    if changed:
+        raise ValueError(f"{parts} holds an unfinished run with other settings ({', '.join(changed)}): "
+                         "rerun with the same options to resume it, or remove the folder to start over")
 
 
 def write_split_jsonl(model, processor, articles, out: str, run: dict, batch_articles: int = 16, seed: int = 0,
@@ -127,10 +132,12 @@ def write_split_jsonl(model, processor, articles, out: str, run: dict, batch_art
     an interrupted run of the same `run` settings. Returns how many articles this run's processes wrote."""
     state = state or PartialState()
     parts = out + ".parts"
+    run = {**run, "seed": seed, "batch_articles": batch_articles, "articles": len(articles)}
     if state.is_main_process:
         os.makedirs(parts, exist_ok=True)
+        _record_run(parts, run)
     state.wait_for_everyone()
-    _check_run(parts, {**run, "seed": seed, "batch_articles": batch_articles, "articles": len(articles)}, state)
+    _check_run(parts, run)
     own = os.path.join(parts, f"part-{state.process_index:05d}.jsonl")
     _drop_torn_line(own)
     state.wait_for_everyone()

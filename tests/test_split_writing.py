@@ -86,7 +86,7 @@ def test_a_killed_run_resumes_where_it_stopped(reference, pipe_dir, corpus, tmp_
     assert out.read_bytes() == reference.read_bytes()
 
 
-def test_a_rerun_with_other_settings_is_refused_and_keeps_what_was_written(pipe_dir, corpus, tmp_path, monkeypatch):
+def test_a_rerun_with_other_settings_is_refused_and_keeps_what_was_written_unless_told_to_start_anew(pipe_dir, corpus, tmp_path, monkeypatch):
     out = tmp_path / "articles.jsonl"
 
     def killed(*args, **kwargs):
@@ -102,6 +102,10 @@ def test_a_rerun_with_other_settings_is_refused_and_keeps_what_was_written(pipe_
     assert main(["write", "--model", pipe_dir, "--data", corpus, "--out", str(out), *WRITE[2:],
                  "--max-new-tokens", "9"]) == 2
     assert part.read_bytes() == kept and len(kept.splitlines()) == 2
+    monkeypatch.setattr(split_writing, "write_batch", write_batch)
+    assert main(["write", "--model", pipe_dir, "--data", corpus, "--out", str(out), *WRITE[2:],
+                 "--max-new-tokens", "9", "--overwrite"]) == 0  # --overwrite starts the other run anew
+    assert len(_lines(out)) == 9 and not part.parent.exists()
 
     (tmp_path / "done.jsonl").write_text("{}\n")
     assert _write(pipe_dir, corpus, tmp_path / "done.jsonl") == 2  # a finished file is not replaced
