@@ -51,10 +51,10 @@ def start_stage(stage: str, config_class: type, argv: Sequence[str] | None = Non
     model_args, data_args, args = parse_stage_args((ModelArguments, DataArguments, config_class), stage, argv)
     if stage == "dpo" and not model_args.model_name_or_path:
         raise ValueError("mscDPO starts from a trained model: pass --model_name_or_path (e.g. out/sft)")
-    check_model_args(model_args)
-    check_run_args(args)
     logging.basicConfig(level=logging.INFO if args.should_log else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    check_model_args(model_args)
+    check_run_args(args)  # logs the checkpoint `--resume_from_checkpoint true` takes
     set_seed(args.seed)
     train, evaluation = load_training_splits(data_args, args)
     if stage == "dpo":

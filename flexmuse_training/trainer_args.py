@@ -2,11 +2,19 @@
 run's options that every training script makes before it reads data or builds a model."""
 
 import glob
+import json
+import logging
 import os
+import re
 import shutil
+import zipfile
 from dataclasses import dataclass, field
 
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from safetensors import SafetensorError, safe_open
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+logger = logging.getLogger("flexmuse.training")
 
 # what marks an output folder as holding an earlier run (the model repo, train_info.json, checkpoints)
 EARLIER_RUN = ("config.json", "model.safetensors", "train_info.json", f"{PREFIX_CHECKPOINT_DIR}-*")
@@ -81,11 +89,14 @@ def check_run_args(args) -> None:
     if os.path.isfile(out):
         raise FileExistsError(f"--output_dir {out!r} is a file, not a folder")
     if resume is not None and str(resume).lower() == "true":
-        resume = args.resume_from_checkpoint = get_last_checkpoint(out) if os.path.isdir(out) else None
-        if resume is None:
-            raise FileNotFoundError(f"--resume_from_checkpoint true: no {PREFIX_CHECKPOINT_DIR}-* folder in {out!r}")
+        resume = args.resume_from_checkpoint = last_complete_checkpoint(out)
     elif resume and not os.path.isdir(resume):
         raise FileNotFoundError(f"--resume_from_checkpoint {resume!r}: no such folder")
+    elif resume:
+        damage = checkpoint_damage(resume)
+        if damage:
+            raise ValueError(f"--resume_from_checkpoint {resume!r}: {damage}; give a complete checkpoint, or true "
+                             "for the latest complete one")
     if not _holds_earlier_run(out):
         return
     if args.overwrite_output_dir and resume and _inside(resume, out):
@@ -97,6 +108,50 @@ def check_run_args(args) -> None:
         raise FileExistsError(f"--output_dir {out!r} holds an earlier run (a trained model or checkpoints): pass "
                               "--overwrite_output_dir true to delete it and start over, or --resume_from_checkpoint "
                               "<checkpoint folder or true> to continue it")
+
+
+def checkpoint_damage(folder: str) -> str | None:
+    """What makes a checkpoint folder unfit to resume from, or None. Trainer writes a checkpoint's files
+    in place, trainer_state.json last, so a kill during a save leaves it missing or cut short, or one of
+    the weight, optimizer or RNG files cut short (each file's own format tells)."""
+    state = os.path.join(folder, TRAINER_STATE_NAME)
+    if not os.path.isfile(state):
+        return f"{state} is missing (the save did not finish)"
+    try:
+        with open(state, encoding="utf-8") as handle:
+            json.load(handle)
+    except ValueError:
+        return f"{state} is cut short"
+    for path in sorted(glob.glob(os.path.join(glob.escape(folder), "*.safetensors"))):
+        try:
+            with safe_open(path, "pt"):
+                pass
+        except (SafetensorError, OSError) as err:
+            return f"{path} is damaged ({err})"
+    for path in sorted(path for extension in ("pt", "pth", "bin")
+                       for path in glob.glob(os.path.join(glob.escape(folder), f"*.{extension}"))):
+        if not zipfile.is_zipfile(path):  # torch.save writes a zip archive, whose directory comes last
+            return f"{path} is cut short"
+    return None
+
+
+def last_complete_checkpoint(folder: str) -> str:
+    """The latest checkpoint in `folder` that is complete, for `--resume_from_checkpoint true`; each later,
+    damaged one is named in the log and left in place."""
+    pattern = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+    found = sorted(((int(match.group(1)), os.path.join(folder, name)) for name in
+                    (os.listdir(folder) if os.path.isdir(folder) else []) if (match := pattern.match(name))
+                    and os.path.isdir(os.path.join(folder, name))), reverse=True)
+    if not found:
+        raise FileNotFoundError(f"--resume_from_checkpoint true: no {PREFIX_CHECKPOINT_DIR}-* folder in {folder!r}")
+    for _, path in found:
+        damage = checkpoint_damage(path)
+        if damage is None:
+            logger.info("resuming from %s", path)
+            return path
+        logger.warning("skipping %s: %s", path, damage)
+    raise ValueError(f"--resume_from_checkpoint true: every checkpoint in {folder!r} is incomplete (the latest: "
+                     f"{checkpoint_damage(found[0][1])}); start over with --overwrite_output_dir true")
 
 
 def clear_earlier_run(args) -> None:
@@ -126,4 +181,5 @@ def _inside(path: str, folder: str) -> bool:
     return os.path.commonpath([path, folder]) == folder
 
 
-__all__ = ["FlexMuseTrainerArguments", "OutputDirArguments", "check_run_args", "clear_earlier_run"]
+__all__ = ["FlexMuseTrainerArguments", "OutputDirArguments", "check_run_args", "checkpoint_damage", "clear_earlier_run",
+           "last_complete_checkpoint"]

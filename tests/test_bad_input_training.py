@@ -2,11 +2,13 @@
 field or option, exit code 2, before a model is built; a traceback only for bugs or under --debug."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
 
 import pytest
+import torch
 from huggingface_hub import is_offline_mode
 
 from helpers import REPO, corpus_fixture, load_script, make_model
@@ -14,6 +16,7 @@ from flexmuse_training import stage
 from flexmuse_training.corpus import make_corpus
 from flexmuse_training.data import BadRecordError
 from flexmuse_training.errors import run_script
+from flexmuse_training.trainer_args import checkpoint_damage, last_complete_checkpoint
 
 SCRIPTS = {name: load_script(name) for name in ("sft", "dpo", "pretrain_clip", "evaluate", "demo")}
 corpus = corpus_fixture(articles=4, seed=0, eval_articles=2)
@@ -163,6 +166,47 @@ def test_overwrite_starts_over_and_resume_continues(corpus, tmp_path, capsys):
         "continues: give one of the two")
     assert train("--max_steps", "1", "--overwrite_output_dir", "true", "--save_strategy", "no")[0] == 0
     assert step() == 1 and not any(name.startswith("checkpoint-") for name in os.listdir(out))  # nothing stale
+
+
+@pytest.mark.parametrize("damage", ["weights cut short", "no trainer state"])
+def test_resume_skips_a_checkpoint_a_kill_left_incomplete_and_refuses_it_by_name(corpus, tmp_path, capsys, caplog,
+                                                                                  damage):
+    out = tmp_path / "out"
+    caplog.set_level(logging.INFO, "flexmuse.training")
+
+    def train(*extra):
+        return _run(capsys, "sft", *_training_args("sft", corpus, out, "--eval_split", "", "--save_strategy", "steps",
+                                                   "--save_steps", "1", *extra))
+
+    assert train("--max_steps", "2")[0] == 0
+    latest = out / "checkpoint-2"
+    if damage == "weights cut short":  # what a kill during the save leaves
+        weights = latest / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+        reason = f"{str(weights)} is damaged"
+    else:
+        (latest / "trainer_state.json").unlink()
+        reason = f"{str(latest / 'trainer_state.json')} is missing"
+    code, lines = train("--max_steps", "2", "--resume_from_checkpoint", str(latest))
+    assert code == 2 and _one_error(lines, "sft").startswith(
+        f"sft.py: error: --resume_from_checkpoint {str(latest)!r}: {reason}")
+    assert train("--max_steps", "3", "--resume_from_checkpoint", "true")[0] == 0
+    assert any(message.startswith(f"skipping {latest}: {reason}") for message in caplog.messages), caplog.messages
+    assert f"resuming from {out / 'checkpoint-1'}" in caplog.messages
+    assert json.loads((out / "train_info.json").read_text())["global_step"] == 3
+    assert checkpoint_damage(str(out / "checkpoint-2")) is None  # written anew from checkpoint-1
+
+
+def test_no_complete_checkpoint_is_one_line(tmp_path):
+    (tmp_path / "checkpoint-1").mkdir()
+    with pytest.raises(ValueError, match="every checkpoint in .* is incomplete .*trainer_state.json is missing"):
+        last_complete_checkpoint(str(tmp_path))
+    torch_file = tmp_path / "checkpoint-1" / "optimizer.pt"
+    torch.save({"step": 1}, torch_file)
+    (tmp_path / "checkpoint-1" / "trainer_state.json").write_text("{}")
+    assert checkpoint_damage(str(tmp_path / "checkpoint-1")) is None
+    torch_file.write_bytes(torch_file.read_bytes()[:-30])
+    assert checkpoint_damage(str(tmp_path / "checkpoint-1")) == f"{torch_file} is cut short"
 
 
 @pytest.mark.parametrize("script, argv, message", [

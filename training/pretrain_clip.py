@@ -30,8 +30,8 @@ def main(argv=None):
     if not data_args.eval_split:
         raise ValueError("--eval_split '': CLIP pretraining reports its held-out recall and needs a split apart "
                          "from the training articles")
-    check_run_args(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    check_run_args(args)
     set_seed(args.seed)
     config = CLIPConfig(**FlexMuseConfig.tiny().encoder.to_dict())
     config.vision_config.image_size = args.image_size
