@@ -11,17 +11,25 @@ present) the writing runs under `spaces.GPU`.
 The paragraphs stream into the page as they are decoded. The photos can be reordered (a paragraph moves
 with its photo) and replaced, and any paragraph rewritten; each paragraph is checked against its photo
 (image specificity) and one that fits another photo at least as well is flagged.
+
+Under load (`Limits`, each an option): a few requests write at once and the others wait in a bounded queue,
+shown their place; a seeded sampled request writes what it writes alone; a request's download folder is
+removed once Gradio has copied it; an over-long topic, too many photos or too big an upload is refused
+before any model work.
 """
 
 import argparse
+import contextlib
+import functools
 import html
 import json
 import os
+import re
 import shutil
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Callable, Iterator, Sequence
 
 import gradio as gr
@@ -49,9 +57,6 @@ DEFAULT_MODELS = ("out/dpo", "model")
 DEMO_MODEL_NOTE = ("This demo model was trained on FlexMUSE's offline corpus of coloured shapes: it writes Chinese "
                    "about the colour, shape and position of a shape on a plain background. Photos unlike those "
                    "still get paragraphs about shapes; try the examples below.")
-MAX_PHOTOS = 8
-# CLIP reads at most 64 tokens of a topic; a longer one would only be cut there and fill the page
-MAX_TOPIC_CHARS = 200
 GATE_MODES = ("model default", *MODEL_GATE_MODES)
 DECODINGS = ("beam search", "sampling")
 TABLE_HEADERS = ["paragraph", "image specificity", "check", "msaGate σ", "topic used"]
@@ -59,10 +64,31 @@ LOW_NOTE = "⚠ This paragraph is as likely under another photo of the article a
 STREAM_INTERVAL = 0.1  # seconds between two redraws of a streaming article
 EXAMPLES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "examples")
 CORPUS_TEST = os.path.join("data", "corpus", "test", "metadata.jsonl")
+# Gradio's cache (uploads, and the downloads it copies from a request's folder) is swept of files this old
+# every CACHE_SWEEP seconds: a page left open longer loses its downloads and photos
+CACHE_AGE, CACHE_SWEEP = 3600, 600
+
+
+@dataclass
+class Limits:
+    """What the server does at once and what one request may ask: each an option of app.py, whose default
+    the env var FLEXMUSE_<NAME> may set (a Space runs `python app.py`: set them as its variables)."""
+
+    concurrency: int = field(default=4, metadata={"help": "requests written at once; the others wait in the "
+                                                           "queue, shown their place"})
+    max_queue: int = field(default=32, metadata={"help": "requests waiting at most; beyond, one is refused"})
+    # CLIP reads at most 64 tokens of a topic; a longer one would only be cut there and fill the page
+    max_topic_chars: int = field(default=200, metadata={"help": "characters of a topic at most"})
+    max_photos: int = field(default=8, metadata={"help": "photos of an article at most (one paragraph each)"})
+    max_file_size: str = field(default="10mb", metadata={"help": "size of an uploaded file at most (500kb, 10mb)"})
+
 
 _model_arg: str | None = None  # set by --model
 _pipelines: dict = {}
 _load_lock = threading.Lock()
+# the text-to-image part's scheduler keeps the state of one denoising loop: images are drawn one request at a time
+_draw_lock = threading.Lock()
+_limits = Limits()  # set by main from its options
 
 
 class ModelUnavailable(RuntimeError):
@@ -174,8 +200,9 @@ def photo_paths(photos) -> list[str]:
 
 def check_photos(paths: Sequence[str]) -> list:
     """The uploaded photos, loaded; a file that is not an image is named by its file name only."""
-    if len(paths) > MAX_PHOTOS:
-        raise ValueError(f"{len(paths)} photos uploaded: upload at most {MAX_PHOTOS} (one paragraph is written per photo)")
+    if len(paths) > _limits.max_photos:
+        raise ValueError(f"{len(paths)} photos uploaded: upload at most {_limits.max_photos} (one paragraph is "
+                         "written per photo)")
     pictures = []
     for number, path in enumerate(paths, start=1):
         try:
@@ -189,9 +216,9 @@ def check_photos(paths: Sequence[str]) -> list:
 
 def check_request_topic(topic) -> str:
     check_topic(topic if topic is not None else "")
-    if len(topic) > MAX_TOPIC_CHARS:
-        raise ValueError(f"the topic has {len(topic)} characters: keep it to {MAX_TOPIC_CHARS} (the model reads "
-                         "only its first 64 tokens)")
+    if len(topic) > _limits.max_topic_chars:
+        raise ValueError(f"the topic has {len(topic)} characters: keep it to {_limits.max_topic_chars} (the model "
+                         "reads only its first 64 tokens)")
     return topic
 
 
@@ -237,12 +264,17 @@ def write_stream(topic: str, photos: Sequence | None = None, num_images: int = 3
     pictures = check_photos(paths) if paths else None  # a file that is not an image fails here, before any work
     pipe = get_pipeline(model)
     if pictures is None and not pipe.has_t2i:
-        raise ValueError(f"Upload 1-{MAX_PHOTOS} photos: this model has no text-to-image part to draw images with.")
+        raise ValueError(f"Upload 1-{_limits.max_photos} photos: this model has no text-to-image part to draw images "
+                         "with.")
     shown = pictures or [Image.new("RGB", (64, 64), (225, 225, 225)) for _ in range(num_images)]
     yield Article(topic, [Section(image, "") for image in shown])
     streamer = ParagraphStreamer(pipe.processor.tokenizer)
-    run = lambda: pipe(topic, images=pictures, num_images=None if pictures else num_images,  # noqa: E731
-                       streamer=streamer, **options.pipeline_kwargs()).article
+
+    def run():
+        with _draw_lock if pictures is None else contextlib.nullcontext():
+            return pipe(topic, images=pictures, num_images=None if pictures else num_images, streamer=streamer,
+                        **options.pipeline_kwargs()).article
+
     for item in _stream(run, streamer):
         if isinstance(item, Article):
             item.metadata["seed"] = options.seed
@@ -281,8 +313,12 @@ def rewrite_stream(article: Article, number: int, options: Options | None = None
 def finish(article: Article) -> WriteResult:
     """Save the article's downloads in a fresh folder of its own and make the page's view of it."""
     folder = tempfile.mkdtemp(prefix="flexmuse-app-")  # fresh per request: nothing shared between requests
-    saved = article.save(os.path.join(folder, "article"))
-    archive = shutil.make_archive(os.path.join(folder, "article"), "zip", saved)  # Markdown needs its images
+    try:
+        saved = article.save(os.path.join(folder, "article"))
+        archive = shutil.make_archive(os.path.join(folder, "article"), "zip", saved)  # Markdown needs its images
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     return WriteResult(html=article_html(article), files=[os.path.join(saved, "article.html"), archive],
                        table=paragraph_table(article), folder=folder, article=article)
 
@@ -359,13 +395,17 @@ def _outputs(status: str, busy: bool, result: "WriteResult | None" = None, html_
 
 def _streaming(stream: Iterator, status: str, photos=None) -> Iterator[tuple]:
     """The page's updates for one writing request: the buttons off, the text as it streams, the result. A
-    bad input shows its message in the status line, never a traceback, and the article shown before stays."""
+    bad input shows its message in the status line, never a traceback, and the article shown before stays.
+    The result's folder is removed when Gradio asks for the next update: it has copied the downloads by then
+    (into its own cache, as it sends each update), or it has closed this generator."""
+    result = None
     try:
         shell = next(stream)  # the checks and the model load happen here
         sources = [image_data_uri(section.image) for section in shell.sections]
         yield _outputs("Writing…", True, html_text=article_html(shell, sources=sources))
         for item in stream:
             if isinstance(item, WriteResult):
+                result = item
                 yield _outputs(status.format(n=len(item.table), topic=_short(item.article.topic)), False, item,
                                photos=photos)
                 return
@@ -374,6 +414,9 @@ def _streaming(stream: Iterator, status: str, photos=None) -> Iterator[tuple]:
                            html_text=article_html(shell, item, sources))
     except _USER_ERRORS as err:
         yield _outputs(_error_markdown(err), False)
+    finally:
+        if result is not None:
+            shutil.rmtree(result.folder, ignore_errors=True)
 
 
 @on_gpu
@@ -408,17 +451,22 @@ def on_rewrite(article, number, replacement, gate_mode, seed, max_new_tokens, de
 
 
 def on_move(article, photos, number, step):
-    """Move a photo (and its section) one place; (article HTML, downloads, table, status, article state,
-    photos state, gallery)."""
+    """Move a photo (and its section) one place; yields (article HTML, downloads, table, status, article state,
+    photos state, gallery) once, then removes the downloads' folder, as `_streaming` does."""
     try:
         photos, article = reorder(article, photos, number, step)
     except ValueError as err:
-        return _keep(), _keep(), _keep(), _error_markdown(err), _keep(), _keep(), _keep()
+        yield _keep(), _keep(), _keep(), _error_markdown(err), _keep(), _keep(), _keep()
+        return
     if article is None:
-        return _keep(), _keep(), _keep(), "", None, photos, _gallery(photos)
+        yield _keep(), _keep(), _keep(), "", None, photos, _gallery(photos)
+        return
     result = finish(article)
-    return result.html, result.files, result.table, "Moved the photo with its paragraph.", article, photos, \
-        _gallery(photos)
+    try:
+        yield result.html, result.files, result.table, "Moved the photo with its paragraph.", article, photos, \
+            _gallery(photos)
+    finally:
+        shutil.rmtree(result.folder, ignore_errors=True)
 
 
 def on_upload(photos):
@@ -448,17 +496,18 @@ def examples(count: int = 3) -> list[list]:
 
 
 def build_demo() -> gr.Blocks:
+    """The page, its queue set by `Limits`."""
     can_draw = model_can_draw()
-    with gr.Blocks(title="FlexMUSE") as demo:
+    with gr.Blocks(title="FlexMUSE", delete_cache=(CACHE_SWEEP, CACHE_AGE)) as demo:
         gr.Markdown("# FlexMUSE\nA topic and photos in, an illustrated article out: one paragraph per image, "
                     "streamed as it is written.")
         gr.Markdown(model_status(), elem_id="model-status")
         article_state, photos_state = gr.State(None), gr.State([])
         with gr.Row():
             with gr.Column():
-                topic = gr.Textbox(label="Topic", placeholder="e.g. 西湖的春天", max_length=MAX_TOPIC_CHARS,
+                topic = gr.Textbox(label="Topic", placeholder="e.g. 西湖的春天", max_length=_limits.max_topic_chars,
                                    elem_id="topic")
-                photos = gr.File(label=f"Photos (1-{MAX_PHOTOS})", file_count="multiple", type="filepath",
+                photos = gr.File(label=f"Photos (1-{_limits.max_photos})", file_count="multiple", type="filepath",
                                  elem_id="photos")
                 gallery = gr.Gallery(label="Photo order (paragraph N is written for photo N)", columns=8, height=170,
                                      object_fit="contain", allow_preview=False, elem_id="gallery")
@@ -495,24 +544,52 @@ def build_demo() -> gr.Blocks:
         options = [gate_mode, seed, max_new_tokens, decoding, num_beams, rerank]
         outputs = [article, downloads, table, status, write, rewrite, article_state, photos_state, gallery]
         photos.change(on_upload, [photos], [photos_state, gallery, article_state])
-        write.click(on_write, [topic, photos_state, num_images, *options], outputs)
-        rewrite.click(on_rewrite, [article_state, photo_number, replacement, *options, photos_state], outputs)
+        # writing and rewriting share the model: one limit for both
+        writing = dict(concurrency_limit=_limits.concurrency, concurrency_id="writing")
+        write.click(on_write, [topic, photos_state, num_images, *options], outputs, **writing)
+        rewrite.click(on_rewrite, [article_state, photo_number, replacement, *options, photos_state], outputs,
+                      **writing)
         moved = [article, downloads, table, status, article_state, photos_state, gallery]
-        earlier.click(lambda a, p, n: on_move(a, p, n, -1), [article_state, photos_state, photo_number], moved)
-        later.click(lambda a, p, n: on_move(a, p, n, 1), [article_state, photos_state, photo_number], moved)
-    return demo
+        earlier.click(functools.partial(on_move, step=-1), [article_state, photos_state, photo_number], moved,
+                      api_name="move_earlier")
+        later.click(functools.partial(on_move, step=1), [article_state, photos_state, photo_number], moved,
+                    api_name="move_later")
+    return demo.queue(max_size=_limits.max_queue, default_concurrency_limit=_limits.concurrency)
 
 
-def main(argv=None):
-    global _model_arg
+def _at_least_one(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1, got {text!r}")
+    return int(text)
+
+
+def _file_size(text: str) -> str:
+    if not re.fullmatch(r"\s*[1-9]\d*\s*[kmgt]?b\s*", text, re.IGNORECASE):  # what Gradio's launch reads
+        raise argparse.ArgumentTypeError(f"must be a size such as 500kb or 10mb, got {text!r}")
+    return text
+
+
+def main(argv=None, **launch_kwargs) -> gr.Blocks:
+    """Serve the page as the command line `argv` says; `launch_kwargs` go to `Blocks.launch`
+    (`prevent_thread_lock=True` returns the served page at once, `demo.close()` stops it)."""
+    global _model_arg, _limits
     parser = argparse.ArgumentParser(description="FlexMUSE web demo")
     parser.add_argument("--model", help=f"model folder, saved pipeline or Hub id (default: $FLEXMUSE_MODEL or the "
                                         f"first of {', '.join(DEFAULT_MODELS)})")
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    for limit in fields(Limits):
+        env = f"FLEXMUSE_{limit.name.upper()}"
+        parser.add_argument(f"--{limit.name.replace('_', '-')}", default=os.environ.get(env, str(limit.default)),
+                            type=_at_least_one if limit.type is int else _file_size,
+                            help=f"{limit.metadata['help']} (default: ${env} or {limit.default})")
     args = parser.parse_args(argv)
     _model_arg = args.model
-    build_demo().queue().launch(server_name=args.host, server_port=args.port, show_error=False)
+    _limits = Limits(**{limit.name: getattr(args, limit.name) for limit in fields(Limits)})
+    demo = build_demo()
+    demo.launch(server_name=args.host, server_port=args.port, show_error=False, max_file_size=_limits.max_file_size,
+                **launch_kwargs)
+    return demo
 
 
 if __name__ == "__main__":

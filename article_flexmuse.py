@@ -11,6 +11,7 @@ import html
 import io
 import json
 import os
+import re
 import shutil
 import uuid
 from dataclasses import dataclass, field
@@ -54,10 +55,11 @@ class Article:
     def to_markdown(self, image_paths: list[str] | None = None) -> str:
         """Markdown with `images/NN.png` links (the layout `save` writes)."""
         paths = image_paths or self.image_names()
-        parts = [f"# {_escape_markdown(self.topic)}"]
+        heading = re.sub("[\t\n]+", " ", _shown(self.topic))  # a Markdown heading ends at the line's end
+        parts = [f"# {_escape_markdown(heading)}"]
         for number, (section, path) in enumerate(zip(self.sections, paths), start=1):
             parts.append(f"![{number}]({path})")
-            parts.append(_escape_markdown(section.paragraph))
+            parts.append(_escape_markdown(_shown(section.paragraph)))
         return "\n\n".join(parts) + "\n"
 
     def to_html(self) -> str:
@@ -66,7 +68,7 @@ class Article:
         lang_attr = f' lang="{lang}"' if lang else ""
         return (
             f"<!DOCTYPE html>\n<html{lang_attr}>\n<head>\n<meta charset=\"utf-8\">\n"
-            f"<title>{html.escape(self.topic)}</title>\n<style>body{{{_PAGE_STYLE}}}{_style('')}</style>\n</head>\n"
+            f"<title>{_escape_html(self.topic)}</title>\n<style>body{{{_PAGE_STYLE}}}{_style('')}</style>\n</head>\n"
             f"<body>\n{self.html_body()}\n</body>\n</html>\n"
         )
 
@@ -81,15 +83,15 @@ class Article:
     def html_body(self, image_sources: list[str] | None = None, notes: list[str | None] | None = None) -> str:
         """The heading, then each image with its paragraph (and its note), all text escaped."""
         sources = image_sources or [image_data_uri(section.image) for section in self.sections]
-        body = [f"<h1>{html.escape(self.topic)}</h1>"]
+        body = [f"<h1>{_escape_html(self.topic)}</h1>"]
         for number, (section, source) in enumerate(zip(self.sections, sources), start=1):
             # a picture much smaller than the column (the corpus draws 64 px) is enlarged without blurring
             small = ' class="small"' if max(section.image.size) < _SMALL_IMAGE else ""
             body.append(f'<figure><img src="{source}" alt="{number}"{small}></figure>\n'
-                        f"<p>{html.escape(section.paragraph)}</p>")
+                        f"<p>{_escape_html(section.paragraph)}</p>")
             note = notes[number - 1] if notes else None
             if note:
-                body.append(f'<p class="note">{html.escape(note)}</p>')
+                body.append(f'<p class="note">{_escape_html(note)}</p>')
         return "\n".join(body)
 
     def to_dict(self) -> dict:
@@ -116,12 +118,7 @@ class Article:
         os.makedirs(parent, exist_ok=True)
         staging = os.path.join(parent, f".{base}.{uuid.uuid4().hex[:8]}")
         try:
-            os.makedirs(os.path.join(staging, "images"))
-            for section, name in zip(self.sections, self.image_names()):
-                section.image.save(os.path.join(staging, name), format="PNG")
-            _write_text(os.path.join(staging, "article.html"), self.to_html())
-            _write_text(os.path.join(staging, "article.md"), self.to_markdown())
-            _write_text(os.path.join(staging, ARTICLE_JSON), json.dumps(self.to_dict(), ensure_ascii=False, indent=2))
+            self._write_files(staging, os.fspath(directory))
             if os.path.lexists(target):  # an empty folder, or an earlier article with overwrite
                 os.rename(target, staging + ".old")
                 try:
@@ -135,6 +132,20 @@ class Article:
         finally:
             shutil.rmtree(staging, ignore_errors=True)  # gone already unless the write failed
         return directory
+
+    def _write_files(self, staging: str, directory: str) -> None:
+        """Write the article's files into `staging`, the hidden folder beside `directory`."""
+        try:
+            os.makedirs(os.path.join(staging, "images"))
+            for section, name in zip(self.sections, self.image_names()):
+                section.image.save(os.path.join(staging, name), format="PNG")
+            _write_text(os.path.join(staging, "article.html"), self.to_html())
+            _write_text(os.path.join(staging, "article.md"), self.to_markdown())
+            _write_text(os.path.join(staging, ARTICLE_JSON), json.dumps(self.to_dict(), ensure_ascii=False, indent=2))
+        except OSError as err:  # a full disk, say: named by the folder asked for, not by the hidden one
+            earlier = os.path.isfile(os.path.join(directory, ARTICLE_JSON))
+            kept = "; the earlier article there is kept" if earlier else ""
+            raise type(err)(f"cannot write the article to {directory!r}: {err.strerror or err}{kept}") from err
 
     @classmethod
     def load(cls, path: str) -> "Article":
@@ -200,6 +211,20 @@ def _png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+# C0 and C1 controls but tab and newline (ESC starts terminal sequences, NUL ends strings in C readers), and the
+# bidi embeddings, overrides and isolates, which make the text read in another order than it was written
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _shown(text: str) -> str:
+    """`text` without the characters a page or a Markdown file should not hold; line breaks become newlines."""
+    return _CONTROLS.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+
+
+def _escape_html(text: str) -> str:
+    return html.escape(_shown(text))
 
 
 def _escape_markdown(text: str) -> str:

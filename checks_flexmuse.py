@@ -7,6 +7,7 @@ the same mistakes with the same messages.
 
 import glob
 import json
+import numbers
 import os
 
 from huggingface_hub import is_offline_mode, try_to_load_from_cache
@@ -28,6 +29,9 @@ _OPTION_RULES = {
     "num_images": (int, lambda v: 1 <= v <= MAX_DRAWN_IMAGES, f"an integer from 1 to {MAX_DRAWN_IMAGES}"),
     "temperature": ((int, float), lambda v: v > 0, "a number greater than 0"),
     "top_p": ((int, float), lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    # torch's generators fail past 2^64 with "Overflow when unpacking long long"; below 2^63 a seed plus an
+    # article's number (a split's writing seeds each batch so) still fits. The web demo's seed box says the same.
+    "seed": (numbers.Real, lambda v: 0 <= v < 2**63 and v == int(v), "a whole number from 0 to 2^63 - 1"),
 }
 
 # the options that name a FlexMUSE model (the others name a CLIP or T5 checkpoint)

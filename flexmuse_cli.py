@@ -108,7 +108,12 @@ def _load_pipeline(args: argparse.Namespace, model: str, t2i: str | None = None)
 
     from pipeline_flexmuse import FlexMusePipeline
 
-    return FlexMusePipeline.load(model, t2i=t2i, dtype=getattr(torch, args.dtype), quantize=args.quantize).to(args.device)
+    if args.dtype == "float16" and torch.device(args.device).type == "cpu":
+        print(f"flexmuse {args.command}: warning: --dtype float16 on cpu runs, but slowly: most CPUs compute in "
+              "float16 far slower than in float32", file=sys.stderr)
+    pipe = FlexMusePipeline.load(model, t2i=t2i, dtype=getattr(torch, args.dtype), quantize=args.quantize)
+    # diffusers warns that a float16 pipeline moved to the CPU "will fail": PyTorch runs float16 there
+    return pipe.to(args.device, silence_dtype_warnings=True)
 
 
 def _streamer(args: argparse.Namespace, pipe):
@@ -133,12 +138,15 @@ def _write(args: argparse.Namespace) -> int:
     # every mistake that can be seen from the options fails here, before any model loads
     check_writing_options({
         "num_images": None if args.images else args.num_images, "num_inference_steps": args.num_inference_steps,
-        **_decoding(args),
+        "seed": args.seed, **_decoding(args),
     }, cli=True)
     _check_device(args.device)
     check_output_folder(args.out, args.overwrite)
     images = load_images(args.images) if args.images else None
     pipe = _load_pipeline(args, args.model, args.t2i)
+    if images is None and not pipe.has_t2i:  # the pipeline's own message names its Python arguments
+        raise ValueError(f"no --images given and {args.model!r} has no text-to-image part to draw them: pass "
+                         "--images, or --t2i with a Stable Diffusion model")
     generator = None if args.seed is None else torch.Generator().manual_seed(args.seed)
     output = pipe(
         args.topic, images=images, num_images=args.num_images, generator=generator,
@@ -162,7 +170,7 @@ def _rewrite(args: argparse.Namespace) -> int:
     from images_flexmuse import load_images
     from writing_flexmuse import check_rewrite_indices
 
-    check_writing_options(_decoding(args), cli=True)
+    check_writing_options({"seed": args.seed, **_decoding(args)}, cli=True)
     _check_device(args.device)
     article = Article.load(args.article)
     replaced = {}
@@ -260,7 +268,7 @@ def _write_split(args: argparse.Namespace) -> int:
 
     if args.topic or args.images or args.t2i or args.stream:
         raise ValueError("--data writes the split's own topics and images: drop --topic, --images, --t2i and --stream")
-    check_writing_options(_decoding(args), cli=True)
+    check_writing_options({"seed": args.seed, **_decoding(args)}, cli=True)
     if os.path.exists(args.out) and not args.overwrite:
         raise FileExistsError(f"--out {args.out}: already written (--overwrite replaces it)")
     # cpu=True: several CPU processes (torchrun) join through gloo, where accelerate would otherwise see none

@@ -65,8 +65,10 @@ def load_images(images: Sequence[ImageInput], max_side: int = MAX_SIDE) -> list[
 def _load_file(path: str, max_side: int) -> Image.Image:
     if os.path.isdir(path):
         raise ImageLoadError(f"image path is a folder, not an image file: {path!r}")
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise ImageLoadError(f"image file not found: {path!r}")
+    if not os.path.isfile(path):  # never opened: reading /dev/zero or a pipe might not end
+        raise ImageLoadError(f"image path is a device, pipe or socket, not an image file: {path!r}")
     try:
         with Image.open(path) as img:
             _check_single_frame(img, f"image {path!r}")

@@ -75,7 +75,7 @@ class FlexMuseWritingPipeline(Pipeline):
         if not isinstance(article, Article):
             article = Article.load(article)
         generate_kwargs = {"max_new_tokens": 128, **generate_kwargs}
-        check_writing_options({"rerank": rerank, **generate_kwargs})
+        check_writing_options({"seed": seed, "rerank": rerank, **generate_kwargs})
         generator = None if seed is None else torch.Generator().manual_seed(int(seed))
         gate_seed, decode_seed = draw_seeds(generator, 2)
         rewritten = rewrite_article(self.model, self.processor, article, indices, gate_seed, decode_seed, gate_mode,
@@ -92,7 +92,7 @@ class FlexMuseWritingPipeline(Pipeline):
     def _sanitize_parameters(self, seed=None, gate_mode=None, rerank=1, image_specificity=True, streamer=None,
                              **generate_kwargs):
         generate_kwargs = {"max_new_tokens": 128, **generate_kwargs}
-        check_writing_options({"rerank": rerank, **generate_kwargs})
+        check_writing_options({"seed": seed, "rerank": rerank, **generate_kwargs})
         forward = {"seed": seed, "gate_mode": gate_mode, "rerank": rerank, "image_specificity": image_specificity,
                    "streamer": streamer, "generate_kwargs": generate_kwargs}
         return {}, forward, {}

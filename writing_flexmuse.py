@@ -12,8 +12,10 @@ other (the most specific when none is). `rewrite_article` writes some
 paragraphs of an article anew and keeps the others as they are.
 """
 
+import contextlib
 import copy
 import math
+import threading
 from typing import Sequence
 
 import torch
@@ -28,6 +30,11 @@ _SEED_RANGE = 2**31 - 1
 # A paragraph at most this specific (nats per token) is no likelier under its own image than under another
 # of its article: it may describe that other image, and the article flags it.
 LOW_SPECIFICITY = 0.0
+# transformers' `generate` samples from torch's global generator, which all threads of a process share, and takes
+# no `generator` argument: a seeded sampled decode holds this lock from its reseeding to its last draw, so that
+# one in another thread can neither reseed that generator nor draw from it meanwhile. Greedy and beam search
+# draw nothing and do not wait.
+_SAMPLING_LOCK = threading.Lock()
 
 
 def draw_seeds(generator: torch.Generator | None, count: int) -> list[int]:
@@ -104,6 +111,15 @@ def _pick(scores: Sequence[float]) -> int:
     return max(known, key=lambda c: scores[c]) if known else 0
 
 
+@contextlib.contextmanager
+def _seeded(seed: int, device: torch.device):
+    """torch's global RNG (and `device`'s, on CUDA) seeded with `seed`, this thread's alone until the block ends,
+    then put back as it was."""
+    with _SAMPLING_LOCK, torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
 @torch.no_grad()
 def generate_paragraphs(model, processor, inputs, article_sizes: Sequence[int], gate_seed: int, decode_seed: int,
                         gate_mode: str | None = None, rows: Sequence[int] | None = None,
@@ -114,7 +130,8 @@ def generate_paragraphs(model, processor, inputs, article_sizes: Sequence[int], 
 
     `gate_seed` fixes the msaGate's thresholds u; `gate_keep` (one entry per image, None = decide) fixes
     some decisions, as a rewrite keeps those of the paragraphs it keeps. `decode_seed` fixes sampled
-    decoding, drawn from a fork of torch's global RNG so the caller's stream is left as it was. `rerank=k`
+    decoding, drawn from a fork of torch's global RNG so the caller's stream is left as it was; sampled decodes
+    in several threads of a process run one at a time (`_SAMPLING_LOCK`), each as it would alone. `rerank=k`
     writes k candidates per image and keeps the first that is about its own image (`_pick`).
     `streamer` (a transformers `BaseStreamer`) receives the paragraphs' tokens as they are decoded, or, under
     beam search and with `rerank`, each whole paragraph when all are final.
@@ -139,9 +156,8 @@ def generate_paragraphs(model, processor, inputs, article_sizes: Sequence[int], 
             memory = model.get_memory(**memory_inputs, gate_keep=torch.tensor(keep))
     rows = list(range(sum(article_sizes))) if rows is None else list(rows)
     kwargs, whole = _decoding_kwargs(model, generate_kwargs, rerank)
-    devices = [model.device] if model.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(decode_seed)
+    sampled = kwargs.get("do_sample", model.generation_config.do_sample)
+    with _seeded(decode_seed, model.device) if sampled else contextlib.nullcontext():
         # beam search works on expanded copies of the memory: `generate` leaves this one as it was
         token_ids = model.generate(encoder_outputs=_rows(memory, rows), streamer=None if whole else streamer,
                                    **kwargs)  # (len(rows) * rerank, T)

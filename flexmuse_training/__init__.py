@@ -19,5 +19,5 @@ modeling_flexmuse.py, processing_flexmuse.py, ...); this package trains and scor
 - `errors`, `evaluate`, `clip_pretraining`: the scripts' one-line errors, the `flexmuse evaluate`
   command, CLIP pretraining of the tiny preset.
 
-The scripts users run (`accelerate launch training/sft.py`, ...) are in the repository's training/.
+The scripts users run (`accelerate launch --quiet training/sft.py`, ...) are in the repository's training/.
 """

@@ -33,6 +33,7 @@ from processing_flexmuse import FlexMuseProcessor
 
 from .corpus_text import ATTRIBUTE_VALUES, describe
 from .data import DEFAULT_LANG
+from .resume import resumable, run_record, train_or_finish
 from .trainer_args import OutputDirArguments
 
 
@@ -170,7 +171,8 @@ def image_to_caption_recall(model: CLIPModel, collator: CaptionCollator, pairs: 
 def pretrain_clip(model: CLIPModel, tokenizer, args: ClipPretrainingConfig, train: Dataset,
                   evaluation: Dataset) -> dict:
     """Train `model` contrastively on the articles `train`, save it with its image processor and
-    tokenizer to `args.output_dir`, and return the held-out recall@1 before and after."""
+    tokenizer to `args.output_dir`, and return the held-out recall@1 before and after (and the steps
+    reached, `resume.run_record`). Resumes from `args.resume_from_checkpoint` when set."""
     image_processor = FlexMuseProcessor.tiny(args.image_size).image_processor  # the one the tiny preset uses
     collator = CaptionCollator(image_processor, tokenizer, args.max_caption_length,
                                args.whole_caption_share)
@@ -178,7 +180,8 @@ def pretrain_clip(model: CLIPModel, tokenizer, args: ClipPretrainingConfig, trai
     before = image_to_caption_recall(model, collator, held_out)
     trainer = Trainer(model=model, args=args, train_dataset=collator.encode(caption_pairs(train)),
                       data_collator=collator)
-    result = trainer.train()
+    with resumable(args.output_dir):
+        result = train_or_finish(trainer, args.resume_from_checkpoint)
     after = image_to_caption_recall(model, collator, held_out)
     zero_shot = zero_shot_accuracy(model, collator, held_out)
     if trainer.is_world_process_zero():
@@ -186,7 +189,7 @@ def pretrain_clip(model: CLIPModel, tokenizer, args: ClipPretrainingConfig, trai
         collator.image_processor.save_pretrained(args.output_dir)
         tokenizer.save_pretrained(args.output_dir)
     return {"train_loss": result.training_loss, "recall@1_before": before, "recall@1": after, **zero_shot,
-            "captions_held_out": len(set(held_out["caption"])), "images_held_out": len(held_out)}
+            "captions_held_out": len(set(held_out["caption"])), "images_held_out": len(held_out), **run_record(trainer)}
 
 
 __all__ = ["CLIP_CORPUS", "CaptionCollator", "ClipPretrainingConfig", "caption_pairs", "image_to_caption_recall",

@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import os
+import reprlib
 from typing import Any, Union
 
 from datasets import Dataset, DatasetDict, Features, Image, List, Value, load_dataset
@@ -52,7 +53,8 @@ class BadRecordError(ValueError):
 # ---------------------------------------------------------------------------------------- loading
 def load_articles(source: Union[str, Dataset, DatasetDict], split: str = "train", skip_bad: bool = False) -> Dataset:
     """Load and validate articles. Bad records raise `BadRecordError`, or with `skip_bad=True` are
-    dropped and counted in the log."""
+    dropped and counted in the log. A flat folder or a file holds one set of articles: it is returned
+    for any `split`, with a warning when that is not "train"."""
     if isinstance(source, DatasetDict):
         source = source[split]
     if isinstance(source, Dataset):
@@ -66,8 +68,11 @@ def load_articles(source: Union[str, Dataset, DatasetDict], split: str = "train"
         metadata = os.path.join(folder, "metadata.jsonl")
         if not os.path.isfile(metadata):
             raise FileNotFoundError(f"no metadata.jsonl in {split_dir!r} or {path!r}")
+        if folder == path:
+            _one_set(path, split)
         return _build(_read_jsonl(metadata), folder, skip_bad, metadata)
     if os.path.isfile(path):
+        _one_set(path, split)
         rows = _read_csv(path) if path.endswith(".csv") else _read_jsonl(path)
         return _build(rows, os.path.dirname(os.path.abspath(path)), skip_bad, path)
     if not is_repo_id(path):
@@ -77,6 +82,14 @@ def load_articles(source: Union[str, Dataset, DatasetDict], split: str = "train"
     except (FileNotFoundError, ConnectionError) as err:  # datasets' DatasetNotFoundError is a FileNotFoundError
         raise FileNotFoundError(f"dataset {path!r}: no such file or folder, nor a Hub dataset ({err})") from err
     return load_articles(hub, split, skip_bad)
+
+
+def _one_set(path: str, split: str) -> None:
+    """A flat folder or a file holds one set of articles, which `load_articles` returns whatever the split;
+    a split other than "train" (what a flat imagefolder is to `datasets`) may have been meant as held-out."""
+    if split != "train":
+        missing = f"no {split}/metadata.jsonl" if os.path.isdir(path) else "a single file"
+        logger.warning("%r holds one set of articles (%s): loading all of it as split %r", path, missing, split)
 
 
 def has_split(source: Union[str, Dataset, DatasetDict], split: str) -> bool:
@@ -161,30 +174,56 @@ def _build(records: list[dict], base_dir: str | None, skip_bad: bool, origin: st
 
 def _validated(record: dict, number: int, base_dir: str | None) -> dict:
     topic = record.get("topic")
-    where = f"record {number} ({topic!r})"
-    if not isinstance(topic, str) or not topic.strip():
+    where = f"record {number} ({topic!r})" if isinstance(topic, str) else f"record {number}"
+    if topic is not None and not isinstance(topic, str):
+        raise BadRecordError(f"{where}: field 'topic' must be text, {_got(topic)}")
+    if not topic or not topic.strip():
         raise BadRecordError(f"{where}: field 'topic' is empty")
     images = record.get("images", record.get("file_names"))
     paragraphs = record.get("paragraphs")
     if not images:
         raise BadRecordError(f"{where}: field 'images' is empty")
-    if not isinstance(paragraphs, list) or len(paragraphs) != len(images):
-        count = len(paragraphs) if isinstance(paragraphs, list) else "no list of"
+    _check_list(images, where, "'images'", "a list of images")
+    if paragraphs is not None:
+        _check_list(paragraphs, where, "'paragraphs'", "a list of text, one paragraph per image")
+    if paragraphs is None or len(paragraphs) != len(images):
+        count = "no list of" if paragraphs is None else len(paragraphs)
         raise BadRecordError(f"{where}: {len(images)} images but {count} paragraphs (field 'paragraphs')")
     for index, paragraph in enumerate(paragraphs):
-        if not isinstance(paragraph, str) or not paragraph.strip():
+        if not isinstance(paragraph, str):
+            raise BadRecordError(f"{where}: field 'paragraphs'[{index}] must be text, {_got(paragraph)}")
+        if not paragraph.strip():
             raise BadRecordError(f"{where}: field 'paragraphs'[{index}] is empty")
+    lang = record.get("lang") or ""  # empty: `language_of` gives DEFAULT_LANG
+    if not isinstance(lang, str):
+        raise BadRecordError(f"{where}: field 'lang' must be text, {_got(lang)}")
     optional = {key: record.get(key) or [] for key in ("attributes", "captions")}
-    for key, values in optional.items():
+    for key, kind, wanted in (("attributes", dict, "an object"), ("captions", str, "text")):
+        values = optional[key]
+        _check_list(values, where, repr(key), "a list with one entry per image")
         if values and len(values) != len(images):
             raise BadRecordError(f"{where}: {len(images)} images but {len(values)} entries in field {key!r}")
+        for index, value in enumerate(values):
+            # datasets would turn a number into text ("5") or fail on it with a traceback
+            if not isinstance(value, kind):
+                raise BadRecordError(f"{where}: field {key!r}[{index}] must be {wanted}, {_got(value)}")
     return {
         "topic": topic,
         "images": [_checked_image(image, f"{where}: field 'images'[{i}]", base_dir) for i, image in enumerate(images)],
         "paragraphs": paragraphs,
-        "lang": record.get("lang") or "",  # empty: `language_of` gives DEFAULT_LANG
+        "lang": lang,
         **optional,
     }
+
+
+def _check_list(value: Any, where: str, field: str, wanted: str) -> None:
+    if not isinstance(value, list):
+        raise BadRecordError(f"{where}: field {field} must be {wanted}, {_got(value)}")
+
+
+def _got(value: Any) -> str:
+    """What a message says a record held instead: the type, and the value cut short."""
+    return f"got {type(value).__name__}: {reprlib.repr(value)}"
 
 
 def _checked_image(image: Any, where: str, base_dir: str | None) -> Any:
@@ -196,11 +235,15 @@ def _checked_image(image: Any, where: str, base_dir: str | None) -> Any:
             _verify(io.BytesIO(image["bytes"]), where)
             return image
         image = image.get("path")
-    if not isinstance(image, str) or not image:
+    if not isinstance(image, str):
+        raise BadRecordError(f"{where}: not an image path, {_got(image)}")
+    if not image:
         raise BadRecordError(f"{where}: not an image path")
     path = image if os.path.isabs(image) or base_dir is None else os.path.join(base_dir, image)
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise BadRecordError(f"{where}: image file not found: {path!r}")
+    if not os.path.isfile(path):  # never opened: reading /dev/zero or a pipe might not end
+        raise BadRecordError(f"{where}: a folder, device or pipe, not an image file: {path!r}")
     _verify(path, where)
     return path
 

@@ -16,9 +16,11 @@ and log-probabilities. What it overrides of `DPOTrainer`:
   reference log-probs), `prediction_step` (the loss alone); from FlexMuseTrainerMixin `save_model` and
   `create_model_card` (the finished model repo, its card rendered from the package's template with
   TRL's tags);
-- one private method: `_prepare_dataset(dataset, processing_class, args, dataset_name)`, which TRL's
-  `__init__` and `evaluate` call to tokenize text rows; here it builds the mscDPO rows. Its signature is
-  checked against the installed TRL by tests/test_dpo.py, as are the attributes read from TRL
+- two private methods: `_prepare_dataset(dataset, processing_class, args, dataset_name)`, which TRL's
+  `__init__` and `evaluate` call to tokenize text rows; here it builds the mscDPO rows; and
+  `_precompute_ref_logps(dataset, name, batch_size)`, TRL's, run without drawing from torch's global
+  random generator. Their signatures are checked against the installed TRL by tests/test_dpo.py, as are
+  the attributes read from TRL
   (`beta`, `loss_types`, `loss_weights`, `precompute_ref_logps`, `_metrics`).
 
 `remove_unused_columns` is refused (FlexMuseTrainerArguments), so TRL's signature columns never matter.
@@ -187,6 +189,15 @@ class MscDPOTrainer(FlexMuseTrainerMixin, DPOTrainer):
         return dataset
 
     # ------------------------------------------------------------------ log-probabilities
+    def _precompute_ref_logps(self, dataset, name, batch_size):
+        """TRL's, leaving torch's global random generator as it was: the pass draws from it (its
+        DataLoader's seed, the msaGate's u), but only when the log-probs are not cached beside the rows
+        yet, so a rerun of a run killed before its first checkpoint, which finds them, would otherwise
+        train on other random draws than the uninterrupted run."""
+        devices = [self.accelerator.device] if self.accelerator.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            return super()._precompute_ref_logps(dataset, name, batch_size)
+
     def _reference_context(self):
         if self.ref_model is None and is_peft_model(self.model):
             unwrapped = self.accelerator.unwrap_model(self.model)

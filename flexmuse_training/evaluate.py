@@ -84,7 +84,8 @@ def bar_chart(scores: dict, path: str, title: str) -> None:
 def main(argv=None):
     (args,) = HfArgumentParser(EvaluateArguments).parse_args_into_dataclasses(args=argv)
     check_model_option("model", args.model)  # before the data: a typo costs no loading
-    check_writing_options({"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams, "rerank": args.rerank})
+    check_writing_options({"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams, "rerank": args.rerank,
+                           "seed": args.seed})
     if args.update_model_card and not os.path.isdir(args.update_model_card):
         raise FileNotFoundError(f"--update_model_card {args.update_model_card!r}: no such folder")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -4,15 +4,31 @@ mscDPO's policy, reference and precomputed reference log-probs).
 
 The collator (which may run in DataLoader workers) only names each image and topic by a content
 key (`content_key`); the trainer asks the store for the features of a batch in its own process.
+
+A store's folder goes when the store is closed or collected, or when its process exits (Ctrl-C and
+SIGTERM included: the training scripts turn them into a normal exit). A SIGKILL leaves it behind:
+each folder records the process that owns it, and the next store made in the same place removes
+those whose process is gone.
 """
 
+import glob
 import hashlib
+import logging
 import os
 import shutil
+import socket
 import tempfile
 import weakref
 
 import torch
+
+logger = logging.getLogger("flexmuse.training")
+PREFIX = "flexmuse-features-"
+OWNER = "owner"  # "<host> <pid>" of the process a store folder belongs to
+# Rows encoded per CLIP call, whatever the batch: a row's features then do not depend on which rows
+# came with it (matrix kernels round differently for other batch shapes), so a rerun that meets the
+# images in other batches (a run resumed from its start) stores the same features.
+ENCODE_ROWS = 8
 
 
 def content_key(tensor: torch.Tensor) -> str:
@@ -77,7 +93,10 @@ class FrozenFeatureStore:
         self.model = model
         if directory:
             os.makedirs(directory, exist_ok=True)
-        self.directory = tempfile.mkdtemp(prefix="flexmuse-features-", dir=directory or None)
+        remove_abandoned_stores(directory or tempfile.gettempdir())
+        self.directory = tempfile.mkdtemp(prefix=PREFIX, dir=directory or None)
+        with open(os.path.join(self.directory, OWNER), "w", encoding="utf-8") as handle:
+            handle.write(f"{socket.gethostname()} {os.getpid()}")
         dtype = model.dtype
         self.images = _RecordFile(os.path.join(self.directory, "images.bin"), dtype)
         self.topics = _RecordFile(os.path.join(self.directory, "topics.bin"), dtype)
@@ -102,7 +121,7 @@ class FrozenFeatureStore:
         missing = [key for key in dict.fromkeys(keys) if key not in self.images]
         if missing:
             rows = [keys.index(key) for key in missing]
-            pooled, tokens = self.model.encode_images(pixel_values[rows].to(self.model.device))
+            pooled, tokens = _in_fixed_chunks(self.model.encode_images, pixel_values[rows].to(self.model.device))
             for row, key in enumerate(missing):
                 self.images.put(key, pooled[row], tokens[row])
             self.computed += len(missing)
@@ -119,12 +138,18 @@ class FrozenFeatureStore:
         missing = [key for key in dict.fromkeys(keys) if key not in self.topics]
         if missing:
             rows = [keys.index(key) for key in missing]
+            lengths = mask[rows].sum(1).tolist()
             device = self.model.device
-            pooled, tokens, _ = self.model.encode_topics(input_ids[rows].to(device), attention_mask[rows].to(device))
-            for i, (row, key) in enumerate(zip(rows, missing)):
-                # only the topic's own positions: the text tower's states there do not depend on
-                # how far the batch it came in was padded
-                self.topics.put(key, pooled[i], tokens[i][mask[row].to(tokens.device)])
+            # topics of one length bucket are encoded at that length, whatever the batch was padded to
+            for length in sorted({_bucket(n) for n in lengths}):
+                group = [at for at, n in enumerate(lengths) if _bucket(n) == length]
+                ids, group_mask = (_fit(tensor[[rows[at] for at in group]], length).to(device)
+                                   for tensor in (input_ids, attention_mask))
+                pooled, tokens, _ = _in_fixed_chunks(self.model.encode_topics, ids, group_mask)
+                for i, at in enumerate(group):
+                    # only the topic's own positions (the text tower's states there do not depend on
+                    # the padding after them)
+                    self.topics.put(missing[at], pooled[i], tokens[i][group_mask[i].bool()])
         (width,), _ = self.topics.shapes(keys[0])
         pooled = torch.empty(len(keys), width, dtype=self.model.dtype)
         tokens = torch.zeros(*input_ids.shape, width, dtype=self.model.dtype)  # (A, L, D), zero on padding
@@ -136,10 +161,66 @@ class FrozenFeatureStore:
         return pooled.to(device), tokens.to(device)
 
 
+def _in_fixed_chunks(encode, *inputs: torch.Tensor):
+    """`encode(*inputs)` in calls of exactly `ENCODE_ROWS` rows (the last padded with copies of its
+    last row), the outputs put back together without the padding."""
+    outputs = []
+    for start in range(0, inputs[0].shape[0], ENCODE_ROWS):
+        chunk = [tensor[start:start + ENCODE_ROWS] for tensor in inputs]
+        real = chunk[0].shape[0]
+        chunk = [torch.cat([part, part[-1:].expand(ENCODE_ROWS - real, *part.shape[1:])]) for part in chunk]
+        outputs.append([output[:real] for output in encode(*chunk)])
+    return tuple(torch.cat(parts) for parts in zip(*outputs))
+
+
+def _bucket(length: int) -> int:
+    return -(-length // 16) * 16
+
+
+def _fit(tensor: torch.Tensor, length: int) -> torch.Tensor:
+    """Right-padded token rows (ids or mask) cut or zero-padded to `length` positions."""
+    if tensor.shape[1] >= length:
+        return tensor[:, :length]
+    return torch.cat([tensor, tensor.new_zeros(tensor.shape[0], length - tensor.shape[1])], 1)
+
+
+def remove_abandoned_stores(directory: str) -> list[str]:
+    """Remove the store folders in `directory` whose process, on this machine, has ended (a SIGKILL
+    left them); a folder without an owner record is named in the log and left alone. Returns the
+    folders removed."""
+    removed = []
+    for folder in sorted(glob.glob(os.path.join(glob.escape(directory), f"{PREFIX}*"))):
+        try:
+            with open(os.path.join(folder, OWNER), encoding="utf-8") as handle:
+                host, pid = handle.read().split()
+        except (OSError, ValueError):
+            logger.warning("left %s alone: a feature store folder without an owner record (remove it by hand "
+                           "if no run uses it)", folder)
+            continue
+        if host != socket.gethostname() or _alive(int(pid)):
+            continue
+        size = sum(os.path.getsize(path) for path in glob.glob(os.path.join(glob.escape(folder), "*")))
+        shutil.rmtree(folder, ignore_errors=True)
+        logger.warning("removed %s (%.1f MB), the feature store of a run that was killed (process %s)", folder,
+                       size / 2**20, pid)
+        removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def _remove(images: _RecordFile, topics: _RecordFile, directory: str) -> None:
     images.close()
     topics.close()
     shutil.rmtree(directory, ignore_errors=True)
 
 
-__all__ = ["FrozenFeatureStore", "content_key"]
+__all__ = ["FrozenFeatureStore", "content_key", "remove_abandoned_stores"]

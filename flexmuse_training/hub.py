@@ -1,7 +1,6 @@
 """Training outputs as complete Hub model repos: weights, config (auto_map, custom_pipelines), the
 remote-code files, the processor, and README.md rendered from `model_card.md`."""
 
-import json
 import os
 from importlib import resources
 from typing import Sequence
@@ -11,6 +10,8 @@ from transformers.dynamic_module_utils import custom_object_save
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from task_flexmuse import TASK, FlexMuseWritingPipeline
+
+from .resume import write_record
 
 # package data, so an installed package renders cards as a checkout does
 MODEL_CARD_TEMPLATE = resources.files(__package__) / "model_card.md"
@@ -41,9 +42,8 @@ def save_model_repo(model, processor, output_dir: str, card: dict | None = None)
 
 
 def write_train_info(output_dir: str, info: dict) -> None:
-    """train_info.json: what actually ran (settings, metrics, arguments, log history)."""
-    with open(os.path.join(output_dir, "train_info.json"), "w", encoding="utf-8") as handle:
-        json.dump(info, handle, indent=2, default=str)
+    """train_info.json: what actually ran (settings, metrics, arguments, log history), whole or not at all."""
+    write_record(os.path.join(output_dir, "train_info.json"), info)
 
 
 def base_models_of(model_name_or_path: str) -> list:

@@ -1,9 +1,9 @@
 """One training stage from a command line to a finished model repo: what training/sft.py and
-training/dpo.py share. A script parses and prepares with `start_stage`, builds its trainer from
-what that returns, and ends with `finish_stage`:
+training/dpo.py share. A script parses and prepares with `start_stage`, and trains and saves with
+`finish_stage`:
 
     run = start_stage("sft", FlexMuseSFTConfig, argv)
-    return finish_stage(run.trainer(FlexMuseSFTTrainer), run)
+    return finish_stage(run, FlexMuseSFTTrainer)
 """
 
 import logging
@@ -19,22 +19,25 @@ from .data import check_dpo_articles, language_of, load_training_splits
 from .hub import base_models_of
 from .models import base_model_ids, check_model_args, load_model_and_processor, lora_config
 from .repetition import no_repeat_ngram_size
+from .resume import resumable, train_or_finish
 from .trainer_args import check_run_args, clear_earlier_run
 from .trainer_utils import RunInfo
 
 
 @dataclass
 class StageRun:
-    """A prepared stage: its parsed arguments, its articles, the model it starts from."""
+    """A prepared stage: its parsed arguments, its articles, the model it starts from; or, for a run
+    resumed after it finished, `finished`, its train_info.json (nothing else is loaded)."""
 
     stage: str
     model_args: ModelArguments
     data_args: DataArguments
     args: TrainingArguments
-    train: Dataset
-    evaluation: Dataset | None
-    model: Any
-    processor: Any
+    train: Dataset | None = None
+    evaluation: Dataset | None = None
+    model: Any = None
+    processor: Any = None
+    finished: dict | None = None
 
     def trainer(self, trainer_class):
         """`trainer_class` (FlexMuseSFTTrainer or MscDPOTrainer) on this run's model, arguments and
@@ -54,7 +57,9 @@ def start_stage(stage: str, config_class: type, argv: Sequence[str] | None = Non
     logging.basicConfig(level=logging.INFO if args.should_log else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     check_model_args(model_args)
-    check_run_args(args)  # logs the checkpoint `--resume_from_checkpoint true` takes
+    finished = check_run_args(args)  # logs the checkpoint `--resume_from_checkpoint true` takes
+    if finished is not None:
+        return StageRun(stage, model_args, data_args, args, finished=finished)
     set_seed(args.seed)
     train, evaluation = load_training_splits(data_args, args)
     if stage == "dpo":
@@ -73,10 +78,15 @@ def start_stage(stage: str, config_class: type, argv: Sequence[str] | None = Non
     return StageRun(stage, model_args, data_args, args, train, evaluation, model, processor)
 
 
-def finish_stage(trainer, run: StageRun) -> dict:
-    """Train (resuming when asked), evaluate the final weights, and save the model repo with its
-    card (`trainer.save_model`, which also pushes it once with `--push_to_hub`). Every rank calls it."""
-    result = trainer.train(resume_from_checkpoint=run.args.resume_from_checkpoint)
+def finish_stage(run: StageRun, trainer_class) -> dict:
+    """Build the stage's trainer (`run.trainer(trainer_class)`), train (resuming when asked), evaluate
+    the final weights, and save the model repo with its card (`trainer.save_model`, which also pushes
+    it once with `--push_to_hub`). A finished run only returns its metrics. Every rank calls it."""
+    if run.finished is not None:
+        return run.finished.get("metrics", {})
+    trainer = run.trainer(trainer_class)
+    with resumable(run.args.output_dir):
+        result = train_or_finish(trainer, run.args.resume_from_checkpoint)
     metrics = dict(result.metrics)
     if run.evaluation is not None:
         metrics.update(trainer.final_evaluate())

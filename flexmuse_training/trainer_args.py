@@ -2,17 +2,14 @@
 run's options that every training script makes before it reads data or builds a model."""
 
 import glob
-import json
 import logging
 import os
-import re
 import shutil
-import zipfile
 from dataclasses import dataclass, field
 
-from safetensors import SafetensorError, safe_open
-from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from .resume import checkpoint_damage, checkpoints, finished_run, last_complete_checkpoint
 
 logger = logging.getLogger("flexmuse.training")
 
@@ -76,29 +73,44 @@ class FlexMuseTrainerArguments(OutputDirArguments):
         super().__post_init__()
 
 
-def check_run_args(args) -> None:
+def check_run_args(args, record: str = "train_info.json") -> dict | None:
     """Refuse, before any data is read, what would fail late or go wrong quietly: a `max_steps` that
-    is no step count, a checkpoint to resume that is not there, and an `output_dir` holding an earlier
-    run, which the new one would overwrite (its checkpoints rotated away among the new ones) unless
-    `--overwrite_output_dir` starts over or `--resume_from_checkpoint` continues it. `resume_from_checkpoint
-    true` becomes the folder's last checkpoint."""
+    is no step count, a `seed` torch cannot take, a checkpoint to resume that is not there or damaged,
+    and an `output_dir` holding an earlier run, which the new one would overwrite (its checkpoints
+    rotated away among the new ones) unless `--overwrite_output_dir` starts over or
+    `--resume_from_checkpoint` continues it.
+
+    `--resume_from_checkpoint true` becomes the folder's latest complete checkpoint, or, in a folder
+    holding no run yet (a kill came before the first checkpoint), nothing: the run starts from the
+    beginning. Returns the run's `record` when that run is already finished (resuming it has nothing
+    to do), else None."""
     if args.max_steps == 0 or args.max_steps < -1:
         raise ValueError(f"--max_steps must be a positive number of steps (or -1: train --num_train_epochs), "
                          f"got {args.max_steps}")
+    if not 0 <= args.seed < 2**63:  # torch.manual_seed's range; beyond it torch's message names no option
+        raise ValueError(f"--seed must be a whole number from 0 to 2^63 - 1, got {args.seed}")
     out, resume = args.output_dir, args.resume_from_checkpoint
     if os.path.isfile(out):
         raise FileExistsError(f"--output_dir {out!r} is a file, not a folder")
-    if resume is not None and str(resume).lower() == "true":
-        resume = args.resume_from_checkpoint = last_complete_checkpoint(out)
-    elif resume and not os.path.isdir(resume):
-        raise FileNotFoundError(f"--resume_from_checkpoint {resume!r}: no such folder")
-    elif resume:
+    resume_latest = resume is not None and str(resume).lower() == "true"
+    if resume and not resume_latest:
+        if not os.path.isdir(resume):
+            raise FileNotFoundError(f"--resume_from_checkpoint {resume!r}: no such folder")
         damage = checkpoint_damage(resume)
         if damage:
             raise ValueError(f"--resume_from_checkpoint {resume!r}: {damage}; give a complete checkpoint, or true "
                              "for the latest complete one")
+    finished = None if args.overwrite_output_dir else finished_run(args, record)  # both: refused below
+    if finished is not None:
+        return finished
+    if resume_latest:
+        if not checkpoints(out) and not _holds_earlier_run(out):
+            logger.info("--resume_from_checkpoint true: no checkpoint in %r yet, training from the start", out)
+            resume = args.resume_from_checkpoint = None
+        else:
+            resume = args.resume_from_checkpoint = last_complete_checkpoint(out)
     if not _holds_earlier_run(out):
-        return
+        return None
     if args.overwrite_output_dir and resume and _inside(resume, out):
         raise ValueError(f"--overwrite_output_dir true would delete {resume!r}, which --resume_from_checkpoint "
                          "continues: give one of the two")
@@ -108,50 +120,7 @@ def check_run_args(args) -> None:
         raise FileExistsError(f"--output_dir {out!r} holds an earlier run (a trained model or checkpoints): pass "
                               "--overwrite_output_dir true to delete it and start over, or --resume_from_checkpoint "
                               "<checkpoint folder or true> to continue it")
-
-
-def checkpoint_damage(folder: str) -> str | None:
-    """What makes a checkpoint folder unfit to resume from, or None. Trainer writes a checkpoint's files
-    in place, trainer_state.json last, so a kill during a save leaves it missing or cut short, or one of
-    the weight, optimizer or RNG files cut short (each file's own format tells)."""
-    state = os.path.join(folder, TRAINER_STATE_NAME)
-    if not os.path.isfile(state):
-        return f"{state} is missing (the save did not finish)"
-    try:
-        with open(state, encoding="utf-8") as handle:
-            json.load(handle)
-    except ValueError:
-        return f"{state} is cut short"
-    for path in sorted(glob.glob(os.path.join(glob.escape(folder), "*.safetensors"))):
-        try:
-            with safe_open(path, "pt"):
-                pass
-        except (SafetensorError, OSError) as err:
-            return f"{path} is damaged ({err})"
-    for path in sorted(path for extension in ("pt", "pth", "bin")
-                       for path in glob.glob(os.path.join(glob.escape(folder), f"*.{extension}"))):
-        if not zipfile.is_zipfile(path):  # torch.save writes a zip archive, whose directory comes last
-            return f"{path} is cut short"
     return None
-
-
-def last_complete_checkpoint(folder: str) -> str:
-    """The latest checkpoint in `folder` that is complete, for `--resume_from_checkpoint true`; each later,
-    damaged one is named in the log and left in place."""
-    pattern = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
-    found = sorted(((int(match.group(1)), os.path.join(folder, name)) for name in
-                    (os.listdir(folder) if os.path.isdir(folder) else []) if (match := pattern.match(name))
-                    and os.path.isdir(os.path.join(folder, name))), reverse=True)
-    if not found:
-        raise FileNotFoundError(f"--resume_from_checkpoint true: no {PREFIX_CHECKPOINT_DIR}-* folder in {folder!r}")
-    for _, path in found:
-        damage = checkpoint_damage(path)
-        if damage is None:
-            logger.info("resuming from %s", path)
-            return path
-        logger.warning("skipping %s: %s", path, damage)
-    raise ValueError(f"--resume_from_checkpoint true: every checkpoint in {folder!r} is incomplete (the latest: "
-                     f"{checkpoint_damage(found[0][1])}); start over with --overwrite_output_dir true")
 
 
 def clear_earlier_run(args) -> None:
@@ -181,5 +150,4 @@ def _inside(path: str, folder: str) -> bool:
     return os.path.commonpath([path, folder]) == folder
 
 
-__all__ = ["FlexMuseTrainerArguments", "OutputDirArguments", "check_run_args", "checkpoint_damage", "clear_earlier_run",
-           "last_complete_checkpoint"]
+__all__ = ["FlexMuseTrainerArguments", "OutputDirArguments", "check_run_args", "clear_earlier_run"]

@@ -16,6 +16,7 @@ from .evaluation import Evaluator
 from .feature_store import FrozenFeatureStore
 from .fsdp import fsdp_methods, ignore_frozen_encoder, plain_model
 from .hub import declare_pipeline, save_model_repo, save_pipeline_code, write_model_card, write_train_info
+from .resume import run_record
 
 
 @dataclass
@@ -123,8 +124,8 @@ class FlexMuseTrainerMixin:
         info = self.run_info or RunInfo()
         save_model_repo(model, self.processing_class, self.args.output_dir)
         self.create_model_card()
-        write_train_info(self.args.output_dir, {
-            "world_size": self.args.world_size, "global_step": self.state.global_step,
+        write_train_info(self.args.output_dir, {  # last: it marks the repo finished (resume.finished_run)
+            "world_size": self.args.world_size, **run_record(self),
             "settings": self.run_settings(), "metrics": info.metrics, "arguments": info.arguments,
             "log_history": self.state.log_history})
 

@@ -1,20 +1,30 @@
-"""The Gradio web demo (app.py): its functions without a browser, then one end-to-end run in headless Chromium.
+"""The Gradio web demo (app.py): its functions without a browser, the page served and under load (16
+concurrent requests through gradio_client), then one end-to-end run in headless Chromium.
 
 The browser test needs Debian's chromium and chromium-driver (`make test` installs them when run as root);
 set FLEXMUSE_APP_TEST_MODEL to run it on another model (e.g. out/dpo) than the tiny one. docs/app.png is
 made by docs/make_screenshot.py.
 """
 
+import contextlib
+import glob
 import html
 import importlib.util
 import json
 import os
 import re
+import resource
 import shutil
+import socket
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 from PIL import Image
 
@@ -150,7 +160,7 @@ def handler_status(handler, *args):
 @pytest.mark.parametrize("topic, files, message", [
     ("", 2, "empty topic"),
     ("   ", 1, "empty topic"),
-    ("x" * (app.MAX_TOPIC_CHARS + 1), 1, f"keep it to {app.MAX_TOPIC_CHARS}"),
+    ("x" * (app.Limits().max_topic_chars + 1), 1, f"keep it to {app.Limits().max_topic_chars}"),
     (TOPIC, 0, "no text-to-image part"),
     (TOPIC, 9, "9 photos uploaded: upload at most 8"),
     (TOPIC, "text", "photo 1 (notes.png) is not an image"),
@@ -210,6 +220,212 @@ def test_on_a_zerogpu_space_the_writing_runs_under_spaces_gpu():
 def test_model_package_does_not_import_gradio():
     code = "import sys, pipeline_flexmuse, flexmuse_cli, writing_flexmuse; assert 'gradio' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)
+
+
+# ---------------------------------------------------------------------- served, under load
+
+
+@pytest.fixture
+def own_tempdir(tmp_path, monkeypatch):
+    """This test's own temporary folder, where the app's request folders go and are counted."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return str(folder)
+
+
+def app_folders(tempdir) -> list[str]:
+    return glob.glob(os.path.join(tempdir, "flexmuse-app-*"))
+
+
+@pytest.fixture
+def limits(monkeypatch):
+    """Sets `app._limits` for one test: `limits(max_photos=2)`; main's options and `_model_arg` are put back too."""
+    monkeypatch.setattr(app, "_model_arg", None)
+    monkeypatch.setattr(app, "_limits", app.Limits())
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+    return lambda **changes: monkeypatch.setattr(app, "_limits", app.Limits(**changes))
+
+
+@contextlib.contextmanager
+def served(model, *options):
+    """The page served by `app.main` (`python app.py --model MODEL *options`) on a free local port; its URL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    demo = app.main(["--model", model, "--port", str(port), *options], prevent_thread_lock=True)
+    try:
+        yield demo.local_url
+    finally:
+        demo.close()
+
+
+# on_write's images to draw, gate mode, seed, length, decoding, beams, rerank (after the topic and, but through
+# the API, where they are the session's state, the photos)
+WRITE_OPTIONS = (3, "model default", 0, 8, "beam search", 1, 1)
+
+
+def test_a_request_folder_is_removed_once_its_downloads_are_taken(model_dir, photos, own_tempdir, limits,
+                                                                 monkeypatch):
+    app._model_arg = model_dir
+    args = (TOPIC, photos[:2], *WRITE_OPTIONS)
+    updates = app.on_write(*args)
+    result = next(update for update in updates if isinstance(update[1], list))  # the update with the downloads
+    with open(result[1][0], encoding="utf-8") as handle:  # there while Gradio copies them, as it sends the update
+        assert "<p>" in handle.read()
+    assert len(app_folders(own_tempdir)) == 1
+    assert list(updates) == [] and app_folders(own_tempdir) == []  # removed when Gradio asks for what follows
+    updates = app.on_write(*args)
+    next(update for update in updates if isinstance(update[1], list))
+    updates.close()  # a page that stops listening
+    assert app_folders(own_tempdir) == []
+    *_, written = app.write_stream(TOPIC, photos[:2], options=app.Options(**FAST), model=model_dir)
+    shutil.rmtree(written.folder)
+    assert isinstance(list(app.on_move(written.article, photos[:2], 2, -1))[0][1], list)  # a move's downloads
+    with monkeypatch.context() as patch:
+        patch.setattr(shutil, "make_archive", lambda *args: 1 / 0)  # an error while saving the downloads
+        with pytest.raises(ZeroDivisionError):
+            app.finish(written.article)
+    monkeypatch.setattr(app, "_short", lambda text: 1 / 0)  # an error in the handler once they are saved
+    with pytest.raises(ZeroDivisionError):
+        list(app.on_write(*args))
+    assert app_folders(own_tempdir) == []
+
+
+def test_the_limits_are_the_options(model_dir, limits, monkeypatch):
+    launched = []
+    monkeypatch.setattr(app.gr.Blocks, "launch", lambda demo, **kwargs: launched.append(kwargs))
+    monkeypatch.setenv("FLEXMUSE_MAX_QUEUE", "7")  # a Space's variable
+    demo = app.main(["--model", model_dir, "--concurrency", "3", "--max-file-size", "2mb"])
+    events = {fn.api_name: fn for fn in demo.fns.values()}
+    assert events["on_write"].concurrency_limit == events["on_rewrite"].concurrency_limit == 3
+    assert events["on_write"].concurrency_id == events["on_rewrite"].concurrency_id  # one limit for both
+    assert demo._queue.default_concurrency_limit == 3 and demo._queue.max_size == 7
+    assert all(fn.show_progress != "hidden" for fn in events.values())  # a waiting request shows its place
+    assert launched[0]["max_file_size"] == "2mb" and demo.delete_cache == (app.CACHE_SWEEP, app.CACHE_AGE)
+    assert app._limits == app.Limits(concurrency=3, max_queue=7, max_file_size="2mb")
+    for bad in (["--concurrency", "0"], ["--max-file-size", "10megs"]):
+        with pytest.raises(SystemExit):
+            app.main(bad)
+
+
+def test_each_bound_is_refused_with_its_message(model_dir, photos, limits, monkeypatch, tmp_path):
+    from gradio_client import Client, handle_file
+    from gradio_client.utils import QueueError
+
+    limits(max_topic_chars=10, max_photos=2)
+    with monkeypatch.context() as patch:
+        patch.setattr(app, "get_pipeline", lambda *args: pytest.fail("a bound was checked after the model"))
+        status, _ = handler_status(app.on_write, "x" * 11, photos[:1], *WRITE_OPTIONS)
+        assert status.startswith("**Error:**") and "the topic has 11 characters: keep it to 10" in status
+        status, _ = handler_status(app.on_write, TOPIC, photos[:3], *WRITE_OPTIONS)
+        assert status.startswith("**Error:**") and "3 photos uploaded: upload at most 2" in status
+    big = tmp_path / "big.png"
+    Image.effect_noise((100, 100), 60).convert("RGB").save(big)  # about 30 kB, beyond 10kb
+    started, release = threading.Event(), threading.Event()
+
+    def held(*args, **kwargs):  # a request that writes until released
+        started.set()
+        release.wait(60)
+        raise ValueError("released")
+        yield  # a generator, as write_stream is
+
+    monkeypatch.setattr(app, "write_stream", held)
+    with served(model_dir, "--max-file-size", "10kb", "--concurrency", "1", "--max-queue", "1") as url:
+        with open(big, "rb") as handle:
+            response = httpx.post(f"{url}gradio_api/upload", files={"files": ("big.png", handle, "image/png")})
+        assert response.status_code == 413 and "maximum allowed size of 10240 bytes" in response.text
+        client = Client(url, verbose=False, download_files=False)
+        with pytest.raises(ValueError, match="exceeds the maximum file size of 10240 bytes"):
+            client.predict([handle_file(str(big))], api_name="/on_upload")
+        first = client.submit(TOPIC, *WRITE_OPTIONS, api_name="/on_write")
+        assert started.wait(60)
+        second = client.submit(TOPIC, *WRITE_OPTIONS, api_name="/on_write")
+        deadline = time.monotonic() + 60
+        while second.status().code.name != "IN_QUEUE" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert second.status().rank == 0  # next in the queue, its place shown
+        with pytest.raises(QueueError, match="Queue is full"):
+            client.submit(TOPIC, *WRITE_OPTIONS, api_name="/on_write").result(timeout=60)
+        release.set()
+        assert "released" in first.result(timeout=60)[3] and "released" in second.result(timeout=60)[3]
+
+
+def serve_request(url, photos, decoding, seed, max_new_tokens, ranks=None):
+    """One visitor: photos uploaded, then an article written (its own session, as one browser tab);
+    (article HTML, table rows, the HTML download's URL). `ranks` gets the queue places it was shown."""
+    from gradio_client import Client, handle_file
+
+    client = Client(url, verbose=False, download_files=False)
+    client.predict([handle_file(path) for path in photos], api_name="/on_upload")
+    job = client.submit(TOPIC, 3, "model default", seed, max_new_tokens, decoding, 1, 1, api_name="/on_write")
+    while not job.done():
+        if ranks is not None and job.status().code.name == "IN_QUEUE":
+            ranks.append(job.status().rank)
+        time.sleep(0.02)
+    page, downloads, table, status, *_ = job.result(timeout=120)
+    assert status.startswith("Wrote"), status
+    return page, table["data"], downloads[0]["url"]
+
+
+@pytest.mark.slow
+def test_16_concurrent_requests_are_each_as_written_alone(model_dir, photos, own_tempdir, limits, monkeypatch):
+    in_flight, peak, count_lock = [0], [0], threading.Lock()
+    write_stream = app.write_stream
+
+    def counted(*args, **kwargs):
+        with count_lock:
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+        try:
+            yield from write_stream(*args, **kwargs)
+        finally:
+            with count_lock:
+                in_flight[0] -= 1
+
+    monkeypatch.setattr(app, "write_stream", counted)
+    # greedy and sampled, each sampled one with a seed of its own: draws that interleaved would show
+    requests = [(photos[:1 + i % 3], "sampling" if i % 2 else "beam search", 1000 + i, 24) for i in range(16)]
+    with served(model_dir, "--concurrency", "4", "--max-queue", "16") as url:
+        serve_request(url, *requests[0])  # the model loads on the first request
+        start = time.perf_counter()
+        alone = [serve_request(url, *request) for request in requests]
+        sequential = time.perf_counter() - start
+        ranks = []
+        start = time.perf_counter()
+        with ThreadPoolExecutor(len(requests)) as pool:
+            together = list(pool.map(lambda request: serve_request(url, *request, ranks=ranks), requests))
+        concurrent = time.perf_counter() - start
+        deadline = time.monotonic() + 30
+        while app_folders(own_tempdir) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert app_folders(own_tempdir) == []
+        # Gradio copied the downloads before their folders went: the last request's page, from its cache
+        article_html = httpx.get(together[-1][2], timeout=30).text
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\n16 requests (4 at once): sequential {sequential:.1f} s, concurrent {concurrent:.1f} s; "
+          f"peak memory of the serving process {peak_mib:.0f} MiB")
+    assert [(page, table) for page, table, _ in together] == [(page, table) for page, table, _ in alone]
+    sampled = {page for (page, _, _), request in zip(together, requests) if request[1] == "sampling"}
+    assert len(sampled) == len(requests) // 2  # each sampled with a seed of its own: no two pages alike
+    assert peak[0] == 4  # 4 written at once, never more
+    assert ranks and max(ranks) >= 1  # the others waited, their place shown
+    assert all(paragraph in article_html for paragraph in re.findall(r"<p>.*?</p>", together[-1][0]))
+
+
+@pytest.mark.slow
+def test_concurrent_drawing_requests_draw_as_alone(tmp_path, own_tempdir):
+    drawing = tmp_path / "drawing"
+    make_pipeline(with_t2i=True).save_pretrained(drawing)
+
+    def draw(seed):
+        *_, result = app.write_stream(TOPIC, None, 2, app.Options(seed=seed, max_new_tokens=8), model=str(drawing))
+        shutil.rmtree(result.folder)
+        return [section.image.tobytes() for section in result.article.sections], result.article.paragraphs
+
+    alone = [draw(seed) for seed in range(3)]
+    with ThreadPoolExecutor(3) as pool:  # one scheduler state for all: drawn at once, they would break it
+        assert list(pool.map(draw, range(3))) == alone
 
 
 @pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
@@ -290,7 +506,7 @@ def test_browser_end_to_end(model_dir, photos, tmp_path):
 
 
 SPACE_RUN = r"""
-import json, importlib.util, os, sys
+import json, importlib.util, os, shutil, sys
 repo = sys.argv[1]
 # hide this repository: neither on the path nor through the editable install's finder
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != repo]
@@ -303,6 +519,7 @@ assert all(os.path.dirname(path) == os.getcwd() for path in ours.values()), ours
 app.build_demo()
 (topic, photos), *_ = app.examples()
 *_, result = app.write_stream(topic, photos, options=app.Options(max_new_tokens=8))
+shutil.rmtree(result.folder)
 print(json.dumps({"model": app.model_path(), "paragraphs": result.article.paragraphs, "modules": sorted(ours)}))
 """
 

@@ -40,3 +40,18 @@ def test_save_and_load_round_trip(tmp_path):
     for a, b in zip(again.images, article.images):
         assert np.array_equal(np.asarray(a), np.asarray(b))
     assert Article.load(tmp_path / "out" / "article.json").topic == article.topic
+
+
+def test_control_and_bidi_characters_are_not_written(tmp_path):
+    controls = "\x1b\x07\u202e\x00\x85\u2066\x7f"  # ESC, BEL, RLO, NUL, NEL (C1), LRI, DEL
+    article = Article(topic=f"Sea{controls}[31m side\nnotes", sections=[
+        Section(Image.new("RGB", (8, 6)), f"line one{controls}[31m\r\n\tline two"),
+    ])
+    article.save(tmp_path / "out")
+    page, md = ((tmp_path / "out" / name).read_text(encoding="utf-8") for name in ("article.html", "article.md"))
+    for text in (page, md):
+        assert not any(char in text for char in controls)
+    assert "<title>Sea[31m side\nnotes</title>" in page and "<p>line one[31m\n\tline two</p>" in page
+    assert md.startswith("# Sea[31m side notes\n\n")  # the heading stays one line
+    assert "\n\nline one[31m\n\tline two\n" in md
+    assert Article.load(tmp_path / "out").topic == article.topic  # article.json keeps the text as written

@@ -16,7 +16,7 @@ from flexmuse_training import stage
 from flexmuse_training.corpus import make_corpus
 from flexmuse_training.data import BadRecordError
 from flexmuse_training.errors import run_script
-from flexmuse_training.trainer_args import checkpoint_damage, last_complete_checkpoint
+from flexmuse_training.resume import checkpoint_damage, last_complete_checkpoint
 
 SCRIPTS = {name: load_script(name) for name in ("sft", "dpo", "pretrain_clip", "evaluate", "demo")}
 corpus = corpus_fixture(articles=4, seed=0, eval_articles=2)
@@ -223,8 +223,8 @@ def test_no_complete_checkpoint_is_one_line(tmp_path):
                                             "--num_train_epochs), got 0"),
     ("sft", ["--resume_from_checkpoint", "{tmp}/out/checkpoint-9"],
      "--resume_from_checkpoint '{tmp}/out/checkpoint-9': no such folder"),
-    ("dpo", ["--resume_from_checkpoint", "true"], "--resume_from_checkpoint true: no checkpoint-* folder in "
-                                                  "'{tmp}/out'"),
+    ("sft", ["--seed", str(2**70)], f"--seed must be a whole number from 0 to 2^63 - 1, got {2**70}"),
+    ("pretrain_clip", ["--seed", "-1"], "--seed must be a whole number from 0 to 2^63 - 1, got -1"),
     ("pretrain_clip", ["--eval_split", ""], "--eval_split '': CLIP pretraining reports its held-out recall and "
                                             "needs a split apart from the training articles"),
 ])
@@ -241,3 +241,9 @@ def test_evaluation_names_a_missing_model_before_reading_the_data(script, argv, 
     argv = [arg.format(tmp=tmp_path) for arg in argv]
     code, lines = _run(capsys, script, *argv, tmp_path / "no_such_corpus", "--out", tmp_path / "eval")
     assert code == 2 and _one_error(lines, script).endswith(f"--model '{tmp_path}/dpo': no such folder")
+
+
+def test_evaluation_names_a_seed_out_of_range_before_reading_the_data(tmp_path, capsys):
+    code, lines = _run(capsys, "evaluate", "--model", START, "--data", tmp_path / "no_such_corpus", "--out",
+                       tmp_path / "eval", "--seed", str(2**64))
+    assert code == 2 and "seed must be a whole number from 0 to 2^63 - 1" in _one_error(lines, "evaluate")

@@ -1,6 +1,8 @@
 """Users' mistakes in writing an article: one clear line naming the option, file or path, exit code 2,
 found before a model loads where they can be; saving never destroys an earlier article."""
 
+import errno
+import logging
 import os
 import shutil
 
@@ -9,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+import article_flexmuse
 import pipeline_flexmuse
 from article_flexmuse import Article, Section
 from helpers import make_model, make_pipeline
@@ -89,6 +92,22 @@ def test_a_write_that_fails_part_way_leaves_the_earlier_article(tmp_path, monkey
         new.save(tmp_path / "out", overwrite=True)
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before  # no temporary folder
     assert Article.load(tmp_path / "out").paragraphs == ["p0", "p1", "p2"]
+
+
+def test_a_full_disk_names_the_folder_and_keeps_the_earlier_article(saved, tmp_path, capsys, monkeypatch):
+    out, photo = tmp_path / "article", str(saved / "photo.png")
+    assert write(capsys, "--images", photo, photo, model=saved / "pipe", out=out)[0] == 0
+    before = {str(p.relative_to(tmp_path)): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+
+    def full(path, text):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+
+    monkeypatch.setattr(article_flexmuse, "_write_text", full)
+    code, err = write(capsys, "--images", photo, "--overwrite", model=saved / "pipe", out=out)
+    assert code == 2 and err.splitlines()[-1] == (f"flexmuse write: error: cannot write the article to {str(out)!r}: "
+                                                  "No space left on device; the earlier article there is kept")
+    assert {str(p.relative_to(tmp_path)): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    assert os.listdir(tmp_path) == ["article"]  # nor a half-written folder beside it
 
 
 @pytest.mark.parametrize("case", ["file", "read-only", "proc"])
@@ -189,6 +208,29 @@ def test_bad_generation_options_fail_before_the_model_loads(option, value, expec
     assert (code, err) == (2, f"flexmuse write: error: {expected}")
 
 
+@pytest.mark.parametrize("seed", [str(2**70), str(2**63), "-1"])
+@pytest.mark.parametrize("command", ["write", "write --data", "rewrite"])
+def test_a_seed_out_of_range_is_named(command, seed, saved, tmp_path, capsys, no_model_loading):
+    argv = {"write": ["write", "--topic", TOPIC, "--model", str(saved / "pipe")],
+            "write --data": ["write", "--data", str(tmp_path / "articles.jsonl"), "--model", str(saved / "pipe")],
+            "rewrite": ["rewrite", "--article", str(tmp_path / "article"), "--paragraph", "1"]}[command]
+    assert main([*argv, "--seed", seed, "--device", "cpu", "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == (f"flexmuse {command.split()[0]}: error: --seed must be a whole number "
+                                               f"from 0 to 2^63 - 1, got {seed}")
+
+
+def test_the_writing_task_names_a_seed_out_of_range():
+    writer = FlexMuseWritingPipeline(model=make_model(), processor=FlexMuseProcessor.tiny())
+    article = Article(TOPIC, [Section(Image.new("RGB", (8, 8)), "p")])
+    for call in (lambda: writer(TOPIC, images=[Image.new("RGB", (8, 8))], seed=2**70),
+                 lambda: writer(article, rewrite=[0], seed=2**70)):
+        with pytest.raises(ValueError) as raised:
+            call()
+        assert str(raised.value) == f"seed must be a whole number from 0 to 2^63 - 1, got {2**70}"
+    written = writer(TOPIC, images=[Image.new("RGB", (8, 8))], seed=2**63 - 1, max_new_tokens=2)
+    assert written.metadata["seed"] == 2**63 - 1  # the largest seed is used
+
+
 def test_both_pipelines_check_options_the_same_way():
     photo = Image.new("RGB", (8, 8), (0, 90, 200))
     writer = FlexMuseWritingPipeline(model=make_model(), processor=FlexMuseProcessor.tiny())
@@ -228,7 +270,11 @@ def _folder(path, monkeypatch):
     return path / "photos", "image path is a folder, not an image file: {image!r}"
 
 
-@pytest.mark.parametrize("make", [_bomb, _animation, _folder])
+def _device(path, monkeypatch):
+    return "/dev/zero", "image path is a device, pipe or socket, not an image file: {image!r}"
+
+
+@pytest.mark.parametrize("make", [_bomb, _animation, _folder, _device])
 def test_bad_image_files_are_named(make, saved, tmp_path, capsys, monkeypatch, no_model_loading):
     image, expected = make(tmp_path, monkeypatch)
     code, err = write(capsys, "--images", str(image), model=saved / "pipe", out=tmp_path / "out")
@@ -264,6 +310,33 @@ def test_unambiguous_arrays_and_tensors_are_used():
     chw = torch.zeros(3, 5, 7, dtype=torch.bfloat16)
     chw[0] = 1
     assert load_image(chw).getpixel((0, 0)) == red
+
+
+def test_no_images_and_no_text_to_image_part_names_the_commands_options(saved, tmp_path, capsys):
+    for model in ("pipe", "model"):
+        code, err = write(capsys, model=saved / model, out=tmp_path / "out")
+        assert code == 2 and err.splitlines()[-1] == (
+            f"flexmuse write: error: no --images given and {str(saved / model)!r} has no text-to-image part to draw "
+            "them: pass --images, or --t2i with a Stable Diffusion model")
+        assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match=r"FlexMusePipeline\.from_model\(\.\.\., t2i=\.\.\.\)"):  # Python's own words
+        make_pipeline(with_t2i=False)(TOPIC)
+
+
+def test_float16_on_the_cpu_warns_truly_and_writes(saved, tmp_path, capsys, caplog):
+    photo = str(saved / "photo.png")
+    diffusers_logger = logging.getLogger("diffusers")  # which does not propagate to caplog's handler
+    diffusers_logger.addHandler(caplog.handler)
+    try:
+        code, err = write(capsys, "--images", photo, "--dtype", "float16", model=saved / "pipe", out=tmp_path / "out")
+    finally:
+        diffusers_logger.removeHandler(caplog.handler)
+    assert code == 0 and len(Article.load(tmp_path / "out").sections) == 1
+    assert "will fail" not in caplog.text  # diffusers' warning, untrue: PyTorch runs float16 on a CPU
+    assert err.splitlines().count("flexmuse write: warning: --dtype float16 on cpu runs, but slowly: most CPUs "
+                                  "compute in float16 far slower than in float32") == 1
+    code, err = write(capsys, "--images", photo, model=saved / "pipe", out=tmp_path / "out32")
+    assert code == 0 and "float16" not in err
 
 
 # ---------------------------------------------------------------- --debug and real bugs

@@ -5,6 +5,7 @@ import csv
 import json
 import logging
 import os
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -17,7 +18,8 @@ from flexmuse_training.corpus import is_offline_corpus, make_articles, make_corp
 from flexmuse_training.corpus_text import COLORS, base_topic
 from flexmuse_training.grounding import parse_paragraph
 from flexmuse_training.dpo_trainer import cap_rejected
-from flexmuse_training.data import BadRecordError, dpo_view, has_split, load_articles, sft_view
+from flexmuse_training.args import DataArguments
+from flexmuse_training.data import BadRecordError, dpo_view, has_split, load_articles, load_training_splits, sft_view
 
 
 def _image(path, color):
@@ -75,6 +77,55 @@ def test_bad_records_name_record_and_field_or_are_skipped_and_counted(folder, ch
         articles = load_articles(str(path), skip_bad=True)
     assert articles["topic"] == ["海边"]
     assert "skipped 1 bad article(s) of 2" in caplog.text
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: r.update(topic=123), "record 1: field 'topic' must be text, got int: 123"),
+    (lambda r: r.update(file_names="2.png"),
+     "record 1 ('森林'): field 'images' must be a list of images, got str: '2.png'"),
+    (lambda r: r.update(file_names=7), "record 1 ('森林'): field 'images' must be a list of images, got int: 7"),
+    (lambda r: r["file_names"].__setitem__(0, 7),
+     "record 1 ('森林'): field 'images'[0]: not an image path, got int: 7"),
+    (lambda r: r.update(paragraphs="一。"),
+     "record 1 ('森林'): field 'paragraphs' must be a list of text, one paragraph per image, got str: '一。'"),
+    (lambda r: r["paragraphs"].__setitem__(1, 2),
+     "record 1 ('森林'): field 'paragraphs'[1] must be text, got int: 2"),
+    (lambda r: r.update(lang=5), "record 1 ('森林'): field 'lang' must be text, got int: 5"),
+    (lambda r: r.update(captions=["a", 5, "c"]),
+     "record 1 ('森林'): field 'captions'[1] must be text, got int: 5"),
+    (lambda r: r.update(captions="abc"),
+     "record 1 ('森林'): field 'captions' must be a list with one entry per image, got str: 'abc'"),
+    (lambda r: r.update(attributes=["red", "blue", "green"]),
+     "record 1 ('森林'): field 'attributes'[0] must be an object, got str: 'red'"),
+    (lambda r: r["file_names"].__setitem__(1, "/dev/zero"),
+     "record 1 ('森林'): field 'images'[1]: a folder, device or pipe, not an image file: '/dev/zero'"),
+])
+def test_fields_of_the_wrong_type_are_named_with_what_they_hold(folder, change, message):
+    path, rows = folder
+    change(rows[1])
+    (path / "metadata.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows))
+    with pytest.raises(BadRecordError) as raised:
+        load_articles(str(path))
+    assert str(raised.value) == message
+
+
+def test_a_source_without_split_folders_says_which_split_it_stands_for(folder, caplog):
+    path = folder[0]
+    jsonl = path / "articles.jsonl"
+    jsonl.write_text((path / "metadata.jsonl").read_text().replace('"file_names"', '"images"'))
+    for source, missing in ((str(path), "no validation/metadata.jsonl"), (str(jsonl), "a single file")):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="flexmuse_training.data"):
+            assert load_articles(source, "train")["topic"] == ["海边", "森林"]
+            assert not caplog.records  # the one set is the training split, as `datasets` takes a flat folder
+            assert load_articles(source, "validation")["topic"] == ["海边", "森林"]
+        assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+            ("WARNING", f"{source!r} holds one set of articles ({missing}): loading all of it as split 'validation'")]
+    # and the training scripts still refuse it as its own held-out split
+    data_args = DataArguments(dataset=str(path), eval_split="validation")
+    with pytest.raises(ValueError, match=r"has no separate 'validation' split, so evaluating on it would score the "
+                                         r"training articles"):
+        load_training_splits(data_args, SimpleNamespace())
 
 
 def test_sft_view_has_one_row_per_chunk(folder):

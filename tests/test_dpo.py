@@ -295,7 +295,7 @@ def test_two_processes_with_precomputed_reference(tmp_path):
 
 
 def test_the_trl_methods_overridden_keep_their_signatures_in_the_installed_trl():
-    """MscDPOTrainer overrides one private DPOTrainer method and reads some of its attributes: a trl
+    """MscDPOTrainer overrides two private DPOTrainer methods and reads some of its attributes: a trl
     upgrade that renames or reshapes one fails here, not silently in training."""
     import inspect
 
@@ -305,12 +305,13 @@ def test_the_trl_methods_overridden_keep_their_signatures_in_the_installed_trl()
 
     private = {name for cls in (MscDPOTrainer, FlexMuseTrainerMixin) for name, value in vars(cls).items()
                if name.startswith("_") and not name.startswith("__") and callable(value) and hasattr(DPOTrainer, name)}
-    assert private == {"_prepare_dataset", "_save"}, private  # the docstrings list exactly these
-    for name in ("_prepare_dataset", "_save", "compute_ref_log_probs", "compute_loss", "prediction_step",
+    assert private == {"_prepare_dataset", "_precompute_ref_logps", "_save"}, private  # the docstrings list these
+    for name in ("_prepare_dataset", "_precompute_ref_logps", "_save", "compute_ref_log_probs", "compute_loss", "prediction_step",
                  "save_model"):
         ours, theirs = (list(inspect.signature(getattr(cls, name)).parameters) for cls in (MscDPOTrainer, DPOTrainer))
         assert ours == theirs, (name, ours, theirs)
-    for name in ("_prepare_dataset", "compute_ref_log_probs", "compute_loss", "prediction_step", "create_model_card"):
+    for name in ("_prepare_dataset", "_precompute_ref_logps", "compute_ref_log_probs", "compute_loss", "prediction_step",
+                 "create_model_card"):
         assert name in MscDPOTrainer.__doc__ or name in dpo_trainer.__doc__, name
     # TRL's own loss path is bypassed, and TRL calls the hooks this trainer relies on
     source = inspect.getsource(DPOTrainer)

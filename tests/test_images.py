@@ -1,8 +1,10 @@
 """Images users really send, each handled or refused with a message that names it."""
 
 import json
+import os
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -103,6 +105,25 @@ def test_missing_and_corrupt_files_are_named(tmp_path):
         load_image(str(corrupt))
     with pytest.raises(ImageLoadError, match="got int"):
         load_image(42)
+
+
+def test_devices_and_pipes_are_refused_without_being_read(tmp_path):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)  # opening it waits for a writer forever; a read of /dev/zero has no end
+    paths, messages = ["/dev/zero", str(fifo)], []
+
+    def load(path):
+        try:
+            load_image(path)
+        except ImageLoadError as err:
+            messages.append(str(err))
+
+    for path in paths:  # in a thread, so that a read that never ends fails the test instead of hanging it
+        thread = threading.Thread(target=load, args=(path,), daemon=True)
+        thread.start()
+        thread.join(timeout=30)
+        assert not thread.is_alive(), f"load_image({path!r}) is reading a device or a pipe"
+    assert messages == [f"image path is a device, pipe or socket, not an image file: {path!r}" for path in paths]
 
 
 def test_a_loaded_image_is_used_as_it_is(tmp_path, normalised):

@@ -3,7 +3,7 @@
     python training/pretrain_clip.py --dataset data/corpus --output_dir out/clip [--max_steps 1500 ...]
 
 The saved folder is an ordinary CLIP checkpoint; train FlexMUSE on it, frozen as in the paper, with
-`accelerate launch training/sft.py --config training/configs/tiny.yaml --encoder_name_or_path out/clip`.
+`accelerate launch --quiet training/sft.py --config training/configs/tiny.yaml --encoder_name_or_path out/clip`.
 Every field of `ClipPretrainingConfig` (transformers' `TrainingArguments` with the tiny preset's
 defaults) can be set on the command line.
 """
@@ -20,6 +20,7 @@ from flexmuse_training.args import DataArguments
 from flexmuse_training.clip_pretraining import ClipPretrainingConfig, pretrain_clip
 from flexmuse_training.data import load_training_splits
 from flexmuse_training.errors import run_script
+from flexmuse_training.resume import write_record
 from flexmuse_training.trainer_args import check_run_args, clear_earlier_run
 
 logger = logging.getLogger("flexmuse.pretrain_clip")
@@ -31,7 +32,9 @@ def main(argv=None):
         raise ValueError("--eval_split '': CLIP pretraining reports its held-out recall and needs a split apart "
                          "from the training articles")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    check_run_args(args)
+    finished = check_run_args(args, record="pretraining.json")
+    if finished is not None:  # resumed after it ended: left as it is
+        return finished
     set_seed(args.seed)
     config = CLIPConfig(**FlexMuseConfig.tiny().encoder.to_dict())
     config.vision_config.image_size = args.image_size
@@ -39,8 +42,7 @@ def main(argv=None):
     train, evaluation = load_training_splits(data_args, args)  # refuses a source without a held-out split
     clear_earlier_run(args)
     metrics = pretrain_clip(CLIPModel(config), ByT5Tokenizer(), args, train, evaluation)
-    with open(os.path.join(args.output_dir, "pretraining.json"), "w", encoding="utf-8") as handle:
-        json.dump({"dataset": data_args.dataset, **metrics}, handle, indent=2)
+    write_record(os.path.join(args.output_dir, "pretraining.json"), {"dataset": data_args.dataset, **metrics})
     logger.info("held-out: %s; saved to %s", json.dumps({k: round(v, 3) for k, v in metrics.items()}),
                 args.output_dir)
     return metrics

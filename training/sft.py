@@ -1,6 +1,6 @@
 """Supervised fine-tuning of FlexMUSE (paper §3): cross-entropy on paragraph i given (T, V_i).
 
-    accelerate launch training/sft.py --config training/configs/tiny.yaml [--any_field value ...]
+    accelerate launch --quiet training/sft.py --config training/configs/tiny.yaml [--any_field value ...]
 
 Every field of `ModelArguments`, `DataArguments` (flexmuse_training/args.py) and `FlexMuseSFTConfig`
 (transformers' `TrainingArguments` plus FlexMUSE's settings) can be set in the YAML file and
@@ -17,7 +17,7 @@ from flexmuse_training.stage import finish_stage, start_stage
 
 def main(argv=None):
     run = start_stage("sft", FlexMuseSFTConfig, argv)  # options, then data, then the starting model
-    return finish_stage(run.trainer(FlexMuseSFTTrainer), run)  # train, evaluate, save the model repo (and push it)
+    return finish_stage(run, FlexMuseSFTTrainer)  # train, evaluate, save the model repo (and push it)
 
 
 if __name__ == "__main__":
