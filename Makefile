@@ -9,7 +9,10 @@ PYTEST_WORKERS ?= 2
 
 .PHONY: install test test-quick app space demo ablation bench clean
 
+# as root, the Java runtime METEOR and the PTB tokenizer of the VIST metrics run on comes from Debian
+# (without it those are skipped with the reason; slim images lack the man folder its package writes to)
 install: $(STAMP)
+	@[ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && { command -v java >/dev/null || { mkdir -p /usr/share/man/man1 && apt-get update -qq && apt-get install -y -qq --no-install-recommends default-jre-headless; } >/dev/null 2>&1; } || true
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)

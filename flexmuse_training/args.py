@@ -58,16 +58,17 @@ class DataArguments:
 
 
 def config_path(name: str) -> str:
-    """A YAML config by path, or by preset name (one per `PRESET_COMPONENTS` entry) from the installed package."""
+    """A YAML config by path, or by name from the installed package (one per `PRESET_COMPONENTS` entry, and
+    `vist`)."""
     if os.path.isfile(name):
         return name
     packaged = resources.files("flexmuse_training") / "configs" / f"{name}.yaml"
     if packaged.is_file():
         return str(packaged)
-    raise FileNotFoundError(f"--config {name!r}: no such file, and not a preset name ({', '.join(preset_names())})")
+    raise FileNotFoundError(f"--config {name!r}: no such file, and not a packaged config ({', '.join(config_names())})")
 
 
-def preset_names() -> list[str]:
+def config_names() -> list[str]:
     folder = resources.files("flexmuse_training") / "configs"
     return sorted(entry.name.removesuffix(".yaml") for entry in folder.iterdir() if entry.name.endswith(".yaml"))
 
@@ -99,4 +100,4 @@ def parse_stage_args(dataclass_types, stage: str, argv: Sequence[str] | None = N
     return parser.parse_args_into_dataclasses(args=argv)
 
 
-__all__ = ["DataArguments", "ModelArguments", "config_path", "parse_stage_args", "preset_names"]
+__all__ = ["DataArguments", "ModelArguments", "config_path", "parse_stage_args", "config_names"]

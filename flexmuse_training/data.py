@@ -34,6 +34,9 @@ ARTICLE_FEATURES = Features({
     # metric checks, and a short caption for CLIP pretraining (the offline corpus writes both)
     "attributes": List({"color": Value("string"), "shape": Value("string"), "position": Value("string")}),
     "captions": List(Value("string")),
+    # optional: whole reference texts to score the article against (VIST: every story of its album);
+    # empty: its own paragraphs are the one reference
+    "references": List(Value("string")),
 })
 
 
@@ -54,7 +57,8 @@ class BadRecordError(ValueError):
 def load_articles(source: Union[str, Dataset, DatasetDict], split: str = "train", skip_bad: bool = False) -> Dataset:
     """Load and validate articles. Bad records raise `BadRecordError`, or with `skip_bad=True` are
     dropped and counted in the log. A flat folder or a file holds one set of articles: it is returned
-    for any `split`, with a warning when that is not "train"."""
+    for any `split`, with a warning when that is not "train". A VIST folder (`sis/` inside) is read by
+    `vist.load_vist`."""
     if isinstance(source, DatasetDict):
         source = source[split]
     if isinstance(source, Dataset):
@@ -62,6 +66,8 @@ def load_articles(source: Union[str, Dataset, DatasetDict], split: str = "train"
             source.column_names else source.to_list()
         return _build(records, base_dir=None, skip_bad=skip_bad, origin="dataset")
     path = os.fspath(source)
+    if is_vist(path):
+        return load_vist(path, split, skip_bad)
     if os.path.isdir(path):
         split_dir = os.path.join(path, split)
         folder = split_dir if os.path.isfile(os.path.join(split_dir, "metadata.jsonl")) else path
@@ -101,6 +107,8 @@ def has_split(source: Union[str, Dataset, DatasetDict], split: str) -> bool:
     if isinstance(source, Dataset):
         return False
     path = os.fspath(source)
+    if is_vist(path):
+        return has_vist_split(path, split)
     if os.path.isdir(path):
         return os.path.isfile(os.path.join(path, split, "metadata.jsonl"))
     return not os.path.isfile(path)
@@ -197,11 +205,12 @@ def _validated(record: dict, number: int, base_dir: str | None) -> dict:
     lang = record.get("lang") or ""  # empty: `language_of` gives DEFAULT_LANG
     if not isinstance(lang, str):
         raise BadRecordError(f"{where}: field 'lang' must be text, {_got(lang)}")
-    optional = {key: record.get(key) or [] for key in ("attributes", "captions")}
-    for key, kind, wanted in (("attributes", dict, "an object"), ("captions", str, "text")):
+    optional = {key: record.get(key) or [] for key in ("attributes", "captions", "references")}
+    for key, kind, wanted in (("attributes", dict, "an object"), ("captions", str, "text"), ("references", str, "text")):
         values = optional[key]
-        _check_list(values, where, repr(key), "a list with one entry per image")
-        if values and len(values) != len(images):
+        per_image = key != "references"  # references are whole texts, as many as the source has
+        _check_list(values, where, repr(key), "a list with one entry per image" if per_image else "a list of texts")
+        if per_image and values and len(values) != len(images):
             raise BadRecordError(f"{where}: {len(images)} images but {len(values)} entries in field {key!r}")
         for index, value in enumerate(values):
             # datasets would turn a number into text ("5") or fail on it with a traceback
@@ -339,3 +348,7 @@ def one_rejected_per_prompt(rows: Dataset, seed: int) -> Dataset:
 __all__ = ["ARTICLE_FEATURES", "BadRecordError", "DEFAULT_LANG", "DPO_ROW", "SFT_ROW", "check_dpo_articles", "dpo_view",
            "has_split", "language_of", "load_articles", "load_training_splits", "one_rejected_per_prompt",
            "sampled_dpo_rows", "sft_view"]
+
+
+# at the end: vist.py builds its articles with this module's validation
+from .vist import has_vist_split, is_vist, load_vist  # noqa: E402

@@ -5,8 +5,9 @@
 
 Writes the model's articles for the split and scores them with the `Evaluator`: ROUGE-1/2/L F1
 (Chinese by characters or jieba words, named in the report), BERTScore F1, the LLM judge's ten
-scores (paper Fig. 3, with an OpenAI-compatible endpoint), the alignment accuracy and the CLIP
-paragraph-image similarity. Out: results.json, results.md, predictions.jsonl and, with a judge,
+scores (paper Fig. 3, with an OpenAI-compatible endpoint), the alignment accuracy, the CLIP
+paragraph-image similarity and CLIPScore, and the captioning metrics VIST results are quoted in
+(BLEU-1..4, METEOR, ROUGE-L, CIDEr; `--data` may be a VIST folder). Out: results.json, results.md, predictions.jsonl and, with a judge,
 judge_scores.png.
 
 Under `accelerate launch --num_processes N` the processes share the writing (each writes its share of
@@ -42,6 +43,8 @@ class EvaluateArguments:
     data: str = field(default="data/corpus", metadata={"help": "articles: folder, JSONL/CSV, or Hub dataset"})
     split: str = "test"
     out: str = field(default="eval_out", metadata={"help": "folder for results.json, results.md, the chart"})
+    skip_bad: bool = field(default=False, metadata={
+        "help": "skip (and count) articles with a missing or unreadable image instead of stopping"})
     max_articles: int | None = field(default=None, metadata={"help": "score the first N articles only"})
     batch_articles: int = field(default=16, metadata={"help": "articles written per generate call"})
     max_new_tokens: int = 256
@@ -50,6 +53,9 @@ class EvaluateArguments:
     seed: int = field(default=0, metadata={"help": "seeds the msaGate draws and any sampling"})
     rouge_tokenization: str = field(default="char", metadata={"help": "Chinese ROUGE units: char | jieba"})
     bertscore: bool = True
+    captioning: bool = field(default=True, metadata={
+        "help": "BLEU-1..4, METEOR, ROUGE-L and CIDEr of whole stories, as VIST papers report them (pycocoevalcap; "
+                "METEOR and its PTB tokenizer need Java, skipped with the reason without it)"})
     bertscore_model: str | None = field(default=None, metadata={
         "help": "model name or local path; default: bert_score's choice for the language"})
     bertscore_layers: int | None = field(default=None, metadata={"help": "needed for a model bert_score does not know"})
@@ -89,7 +95,7 @@ def main(argv=None):
     if args.update_model_card and not os.path.isdir(args.update_model_card):
         raise FileNotFoundError(f"--update_model_card {args.update_model_card!r}: no such folder")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    articles = load_articles(args.data, args.split)
+    articles = load_articles(args.data, args.split, skip_bad=args.skip_bad)
     if args.max_articles:
         articles = articles.select(range(min(args.max_articles, len(articles))))
     # one process, or those of `accelerate launch`/torchrun, one GPU each; cpu=True: CPU processes join (gloo)
@@ -98,7 +104,7 @@ def main(argv=None):
     processor = FlexMuseProcessor.from_pretrained(args.model)
     if state.is_main_process:
         os.makedirs(args.out, exist_ok=True)
-    extra = ["clip"] + (["bertscore"] if args.bertscore else [])
+    extra = ["clip"] + (["captioning"] if args.captioning else []) + (["bertscore"] if args.bertscore else [])
     judge = None
     if args.judge_url:
         extra.append("judge")

@@ -26,7 +26,8 @@ from .data import language_of
 from .grounding import correct_paragraphs, grounding_scores
 from .judge import CRITERIA, JudgeClient, aggregate
 from .split_writing import write_split
-from .probes import alignment_matrices, alignment_scores, clip_similarity, swapped_alignment_scores
+from .caption_metrics import caption_scores
+from .probes import alignment_matrices, alignment_scores, clip_cosines, swapped_alignment_scores
 from .text_metrics import bertscore_f1, distinct_n, rouge_scores, self_bleu, text_units, topic_consistency
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,9 @@ METRIC_LABELS = {
     "grounding_topic_copied": "topic's colour/shape copied", "grounding_sibling_confused": "sibling image described",
     "topic_consistency": "topic consistency", "distinct_2": "distinct-2", "self_bleu": "self-BLEU",
     "gate_masked": "msaGate: topics masked", "gate_similarity_mean": "msaGate: mean σ",
-    "clip_similarity": "CLIP paragraph-image similarity",
+    "clip_similarity": "CLIP paragraph-image similarity", "clipscore": "CLIPScore (the model's CLIP, 0-100)",
+    "bleu1": "BLEU-1", "bleu2": "BLEU-2", "bleu3": "BLEU-3", "bleu4": "BLEU-4", "meteor": "METEOR",
+    "rougeL_story": "ROUGE-L (story, COCO)", "cider": "CIDEr",
     "image_specificity_mean": "image specificity (nats/token)", "image_specificity_low": "flagged low specificity",
     "image_specificity_auc": "specificity AUC: wrong below right", "image_specificity_flag_precision":
     "flagged and wrong / flagged", "image_specificity_flag_recall": "wrong and flagged / wrong",
@@ -66,6 +69,11 @@ class EvaluationResult:
             lines[0] += f" ROUGE tokenised by {self.info['rouge_tokenization']}."
         if "text_units" in self.info:
             lines[0] += f" Distinct-2, self-BLEU and topic consistency count {self.info['text_units']}."
+        if "captioning" in self.info:
+            captioning = self.info["captioning"]
+            lines[0] += (f" BLEU, METEOR, ROUGE-L (story) and CIDEr: whole stories against "
+                         f"{captioning['references_per_story']:.2f} reference stories each on average, tokenised by "
+                         f"{captioning['tokenization']}, 0-100.")
         lines += ["", "| metric | value |", "|---|---|"]
         lines += [f"| {label} | {self.metrics[key]:.4f} |" for key, label in METRIC_LABELS.items()
                   if self.metrics.get(key) is not None]
@@ -242,8 +250,24 @@ def _gate(s: _Scoring) -> dict:
 
 
 def _clip(s: _Scoring) -> dict:
-    return {"clip_similarity": clip_similarity(s.model, s.processor, s.articles,
-                                               paragraphs=[a.paragraphs for a in s.written])}
+    """The mean cosine of each written paragraph with its image in the model's CLIP space, and CLIPScore
+    (Hessel et al. 2021: 100 · 2.5 · max(cosine, 0), averaged) of the same cosines. A text-image score;
+    not StoryGPT-V's CLIP-I, which compares images."""
+    cosines = clip_cosines(s.model, s.processor, s.articles, paragraphs=[a.paragraphs for a in s.written])
+    return {"clip_similarity": sum(cosines) / len(cosines),
+            "clipscore": 100 * 2.5 * sum(max(c, 0.0) for c in cosines) / len(cosines)}
+
+
+def _captioning(s: _Scoring) -> dict:
+    """BLEU-1..4, METEOR, ROUGE-L and CIDEr as VIST papers report them (`caption_metrics`): each written
+    story (its paragraphs joined) against all of its article's `references`, or its own paragraphs
+    joined where it has none, on a 0-100 scale."""
+    joiner = "" if s.lang == "zh" else " "
+    references = [record["references"] or [joiner.join(record["paragraphs"])] for record in s.articles]
+    scores, info = caption_scores([joiner.join(article.paragraphs) for article in s.written], references, s.lang)
+    s.info["captioning"] = {key: value for key, value in info.items() if key != "skipped"}
+    s.info.setdefault("skipped", {}).update(info.get("skipped", {}))
+    return scores
 
 
 def _judge(s: _Scoring) -> dict:
@@ -262,7 +286,7 @@ def _judge(s: _Scoring) -> dict:
 METRICS: dict[str, Callable[[_Scoring], dict]] = {
     "rouge": _rouge, "bertscore": _bertscore, "alignment": _alignment, "swapped": _swapped, "grounding": _grounding,
     "topic": _topic, "diversity": _diversity, "gate": _gate, "specificity": _specificity, "clip": _clip,
-    "judge": _judge,
+    "captioning": _captioning, "judge": _judge,
 }
 # what every scoring place reports (training-time evaluation, the demo, the ablation, `flexmuse
 # evaluate`); the last adds the costlier or optional ones
@@ -275,7 +299,7 @@ class Evaluator:
 
     Args:
         metrics: names from `METRICS` (`rouge`, `bertscore`, `alignment`, `swapped`, `grounding`, `topic`,
-            `diversity`, `gate`, `clip`, `judge`); default `DEFAULT_METRICS`.
+            `diversity`, `gate`, `clip`, `captioning`, `judge`); default `DEFAULT_METRICS`.
         extra_metrics: computed after `metrics` (e.g. `("clip", "bertscore")` beside the defaults).
         max_new_tokens, num_beams: decoding of the paragraphs (greedy by default).
         rerank: candidates written per image, the first about its own image kept (1: plain writing).

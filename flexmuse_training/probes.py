@@ -97,25 +97,33 @@ def swapped_alignment_scores(model, processor, articles: Dataset, seed: int = 0,
 
 
 @torch.no_grad()
-def clip_similarity(model, processor, articles: Dataset, paragraphs: Sequence[Sequence[str]] | None = None) -> float:
-    """Mean cosine similarity, in the model's CLIP space, between each paragraph (the references, or
-    `paragraphs`: one list per article) and its image. Each paragraph goes through the processor as
-    the topic of its image, so it is truncated to `max_topic_length` CLIP tokens."""
+def clip_cosines(model, processor, articles: Dataset, paragraphs: Sequence[Sequence[str]] | None = None) -> list[float]:
+    """The cosine similarity, in the model's CLIP space, of each paragraph (the references, or
+    `paragraphs`: one list per article) with its image, article by article. Each paragraph goes through
+    the processor as the topic of its image, so it is truncated to `max_topic_length` CLIP tokens."""
     paragraphs = articles["paragraphs"] if paragraphs is None else paragraphs
-    total, count = 0.0, 0
+    cosines = []
     for record, texts in zip(articles, paragraphs):
         if len(texts) != len(record["images"]):
             raise ValueError(f"article {record['topic']!r}: {len(record['images'])} images but {len(texts)} paragraphs")
-        count += len(texts)
         # an empty paragraph says nothing about its image: it scores 0 (and has no text embedding)
+        scores = [0.0] * len(texts)
         kept = [i for i, t in enumerate(texts) if t.strip()]
-        if not kept:
-            continue
-        inputs = processor([texts[i] for i in kept], [[record["images"][i]] for i in kept]).to(model.device)
-        text_embeds = model.encode_topics(inputs["input_ids"], inputs["attention_mask"])[0][inputs["topic_index"]]
-        image_embeds = model.encode_images(inputs["pixel_values"])[0]
-        total += torch.nn.functional.cosine_similarity(text_embeds.float(), image_embeds.float(), dim=-1).sum().item()
-    return total / count
+        if kept:
+            inputs = processor([texts[i] for i in kept], [[record["images"][i]] for i in kept]).to(model.device)
+            text_embeds = model.encode_topics(inputs["input_ids"], inputs["attention_mask"])[0][inputs["topic_index"]]
+            image_embeds = model.encode_images(inputs["pixel_values"])[0]
+            similarity = torch.nn.functional.cosine_similarity(text_embeds.float(), image_embeds.float(), dim=-1)
+            for i, value in zip(kept, similarity.tolist()):
+                scores[i] = value
+        cosines.extend(scores)
+    return cosines
 
 
-__all__ = ["alignment_matrices", "alignment_scores", "clip_similarity", "swapped_alignment_scores"]
+def clip_similarity(model, processor, articles: Dataset, paragraphs: Sequence[Sequence[str]] | None = None) -> float:
+    """Mean of `clip_cosines`: how close, in the model's CLIP space, paragraphs sit to their images."""
+    cosines = clip_cosines(model, processor, articles, paragraphs)
+    return sum(cosines) / len(cosines)
+
+
+__all__ = ["alignment_matrices", "alignment_scores", "clip_cosines", "clip_similarity", "swapped_alignment_scores"]

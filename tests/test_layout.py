@@ -144,10 +144,10 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != sys.argv[1]]
 sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in getattr(f, "__name__", type(f).__name__).lower()]
 sys.path.insert(0, sys.argv[2])  # the unpacked wheel
 import flexmuse_training.hub as hub
-from flexmuse_training.args import config_path, preset_names
+from flexmuse_training.args import config_path, config_names
 assert hub.__file__.startswith(sys.argv[2]), hub.__file__
 from configuration_flexmuse import PRESET_COMPONENTS
-assert preset_names() == sorted(PRESET_COMPONENTS) and config_path("tiny").startswith(sys.argv[2])  # a YAML each
+assert config_names() == sorted([*PRESET_COMPONENTS, "vist"]) and config_path("tiny").startswith(sys.argv[2])  # a YAML each
 hub.write_model_card(sys.argv[3], base_model=[], datasets=[None], language=["zh"], settings={"stage": "SFT"})
 print("ok")
 """
@@ -163,6 +163,7 @@ def test_the_wheel_holds_what_the_library_reads_at_run_time(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"flexmuse_training/model_card.md", "flexmuse_training/configs/tiny.yaml",
             "flexmuse_training/configs/base.yaml", "flexmuse_training/configs/base-en.yaml",
+            "flexmuse_training/configs/vist.yaml",
             "flexmuse_training/configs/accelerate/fsdp.yaml",
             "checks_flexmuse.py", "modeling_flexmuse.py", "writing_flexmuse.py", "task_flexmuse.py"} <= names
     assert not any(name.startswith("training/") for name in names)  # the scripts are not a package
