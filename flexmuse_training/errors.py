@@ -16,6 +16,7 @@ The interpreter then exits normally, so the run's temporary folders (the feature
 import os
 import signal
 import sys
+import threading
 
 from checks_flexmuse import user_error_line
 
@@ -42,7 +43,9 @@ def run_script(main, argv=None, prog=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = _pop_debug(argv)
     prog = prog or os.path.basename(main.__code__.co_filename)
-    terminate = signal.signal(signal.SIGTERM, _terminate)
+    # only the main thread may set a handler (and receives signals); called from another, SIGTERM keeps its own
+    main_thread = threading.current_thread() is threading.main_thread()
+    terminate = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         main(argv)
     except EXPECTED as err:
@@ -57,7 +60,8 @@ def run_script(main, argv=None, prog=None) -> int:
         return 128 + (signal.SIGTERM if isinstance(stop, _Terminated) or isinstance(stop.__context__, _Terminated)
                       else signal.SIGINT)
     finally:
-        signal.signal(signal.SIGTERM, terminate)
+        if main_thread:
+            signal.signal(signal.SIGTERM, terminate)
     return 0
 
 

@@ -208,3 +208,17 @@ def test_a_real_full_disk_in_the_middle_of_a_checkpoint(corpus, tmp_path):
         assert f"continues from {out / 'checkpoint-2'}" in stopped.stderr
     finally:
         subprocess.run(["umount", str(disk)])
+
+
+def test_the_scripts_wrapper_runs_outside_the_main_thread_too(capsys):
+    import threading
+
+    codes = []
+
+    def main(argv):
+        raise ValueError("a mistake")
+
+    thread = threading.Thread(target=lambda: codes.append(run_script(main, [], prog="x")))
+    thread.start()
+    thread.join()
+    assert codes == [2] and capsys.readouterr().err.strip() == "x: error: a mistake"
