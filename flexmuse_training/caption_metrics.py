@@ -13,8 +13,6 @@ import re
 import shutil
 from typing import Sequence
 
-CAPTION_METRICS = ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rougeL_story", "cider")
-
 
 def java_missing() -> str | None:
     """Why the Java-based parts cannot run here, or None."""
@@ -76,4 +74,4 @@ def _tokenized(predictions, references, lang, no_java):
             name)
 
 
-__all__ = ["CAPTION_METRICS", "caption_scores", "java_missing"]
+__all__ = ["caption_scores", "java_missing"]

@@ -263,7 +263,9 @@ def _captioning(s: _Scoring) -> dict:
     story (its paragraphs joined) against all of its article's `references`, or its own paragraphs
     joined where it has none, on a 0-100 scale."""
     joiner = "" if s.lang == "zh" else " "
-    references = [record["references"] or [joiner.join(record["paragraphs"])] for record in s.articles]
+    # the columns alone: iterating the records would decode every image for nothing
+    references = [refs or [joiner.join(paragraphs)]
+                  for refs, paragraphs in zip(s.articles["references"], s.articles["paragraphs"])]
     scores, info = caption_scores([joiner.join(article.paragraphs) for article in s.written], references, s.lang)
     s.info["captioning"] = {key: value for key, value in info.items() if key != "skipped"}
     s.info.setdefault("skipped", {}).update(info.get("skipped", {}))
